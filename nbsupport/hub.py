@@ -1,0 +1,60 @@
+"""Fetch files from the Hugging Face Hub, or build a stand-in in the same file format.
+
+The notebooks load real checkpoints. Where the Hub cannot be reached (no network, HF_HUB_OFFLINE=1,
+a gated repository without access) we write a stand-in with the same file names, tensor names and
+dtypes to disk instead, so the notebook runs the very same loading code on it.
+"""
+
+import shutil
+from pathlib import Path
+
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
+
+
+def why_unavailable(err, repo_id):
+    """One sentence saying why the Hub files are not available and what the reader can do."""
+    page = f"https://huggingface.co/{repo_id}"
+    if isinstance(err, GatedRepoError):
+        return (f"{repo_id} is gated: accept its license at {page} and set HF_TOKEN "
+                "to an access token of that account")
+    if isinstance(err, RepositoryNotFoundError):
+        return f"{repo_id} was not found or needs access: check {page} and HF_TOKEN"
+    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        if constants.HF_HUB_OFFLINE:
+            return "HF_HUB_OFFLINE=1 and the files are not in the local Hub cache"
+        return "the Hub cannot be reached (no network) and the files are not in the local Hub cache"
+    return f"the Hub answered with an error ({type(err).__name__})"
+
+
+def standin_dir(repo_id):
+    """Where the stand-in for `repo_id` lives: beside the Hub cache, never inside a real snapshot."""
+    return Path(constants.HF_HOME) / "stand-ins" / repo_id
+
+
+def fetch(repo_id, filenames, build_stand_in):
+    """Return a folder holding `filenames` (glob patterns allowed) of `repo_id`.
+
+    Tries the Hub first. When that fails for a reason a reader can fix (offline, gated, no network),
+    prints one line saying so, calls `build_stand_in(folder)` to write the stand-in files there (once;
+    it is cached) and returns that folder. Any other error is raised.
+    """
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as err:
+        reason = why_unavailable(err, repo_id)
+    folder = standin_dir(repo_id)
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        build_stand_in(folder)
+        (folder / ".complete").touch()
+    print(f"Using an offline stand-in for {repo_id} (same file format): {reason}.")
+    return folder
+

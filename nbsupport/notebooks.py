@@ -1,0 +1,65 @@
+"""Import the definitions of an earlier notebook without running its experiments.
+
+`import_notebook("01-gpt-from-scratch.ipynb")` executes only the top-level statements of the
+notebook's code cells that define something: imports, functions, classes, UPPER_CASE constants, and
+`import_notebook(...)` calls (so notebook 03 can build on 02, which builds on 01). Training loops,
+downloads, plots and prints are skipped. The result is a module, cached per notebook.
+"""
+
+import ast
+import json
+import linecache
+import sys
+import types
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _keeps(node):
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        value = node.value
+        if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "import_notebook":
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+    return False
+
+
+def definitions(notebook):
+    """The source code of the notebook's definitions, in cell order."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    kept = []
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        # IPython magics (%matplotlib, !pip) are not Python; they never define anything we need.
+        source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        tree = ast.parse(source)
+        kept += [ast.get_source_segment(source, node) for node in tree.body if _keeps(node)]
+    return "\n\n".join(kept) + "\n"
+
+
+def import_notebook(name):
+    """Import the definitions of notebook `name` (a file in the repository root) as a module."""
+    path = REPO_ROOT / name
+    if not path.exists():
+        raise FileNotFoundError(f"no notebook {name!r} in the repository root")
+    module_name = "nb_" + path.stem.replace("-", "_")
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
+    sys.modules[module_name] = module
+    source = definitions(path)
+    filename = f"<definitions of {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # for tracebacks
+    try:
+        exec(compile(source, filename, "exec"), module.__dict__)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
