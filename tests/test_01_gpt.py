@@ -1,0 +1,112 @@
+"""Notebook 01's model and generation, against PyTorch built-ins and first principles."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def test_multi_head_attention_equals_sdpa(nb01):
+    torch.manual_seed(1)
+    mha = nb01.MultiHeadAttention(d_in=24, d_out=32, context_length=20, dropout=0.0, num_heads=4, qkv_bias=True)
+    x = torch.randn(3, 17, 24)
+    split = lambda y: rearrange(y, "b t (h d) -> b h t d", h=4)
+    ref = F.scaled_dot_product_attention(split(mha.W_query(x)), split(mha.W_key(x)), split(mha.W_value(x)),
+                                         is_causal=True)
+    ref = mha.out_proj(rearrange(ref, "b h t d -> b t (h d)"))
+    torch.testing.assert_close(mha(x), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_is_causal(nb01):
+    torch.manual_seed(1)
+    mha = nb01.MultiHeadAttention(16, 16, context_length=10, dropout=0.0, num_heads=2)
+    x = torch.randn(1, 10, 16)
+    y = x.clone()
+    y[:, 6:] = torch.randn(1, 4, 16)  # change the future only
+    torch.testing.assert_close(mha(x)[:, :6], mha(y)[:, :6])
+
+
+def test_layernorm_and_gelu_equal_builtins(nb01):
+    x = torch.randn(4, 7, 64)
+    torch.testing.assert_close(nb01.LayerNorm(64)(x), torch.nn.LayerNorm(64)(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nb01.GELU()(x), F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6)
+
+
+def test_gpt_shapes_and_parameter_count(nb01, tiny_gpt, tiny_gpt_cfg):
+    idx = torch.randint(0, tiny_gpt_cfg["vocab_size"], (2, 11))
+    assert tiny_gpt(idx).shape == (2, 11, tiny_gpt_cfg["vocab_size"])
+    with torch.device("meta"):
+        full = nb01.GPTModel(nb01.GPT_CONFIG_124M)
+    total = sum(p.numel() for p in full.parameters())
+    assert total == 163_009_536
+    assert total - full.out_head.weight.numel() == 124_412_160
+    assert set(nb01.GPT_CONFIG_124M) == {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers",
+                                         "drop_rate", "qkv_bias"}
+
+
+def test_greedy_generate_equals_repeated_argmax(nb01, tiny_gpt):
+    idx = torch.tensor([[5, 17, 3]])
+    expected = idx
+    for _ in range(12):
+        with torch.no_grad():
+            next_id = tiny_gpt(expected)[0, -1].argmax()
+        expected = torch.cat([expected, next_id.view(1, 1)], dim=1)
+    out = nb01.generate(tiny_gpt, idx, max_new_tokens=12, context_size=32)
+    assert torch.equal(out, expected)
+    assert torch.equal(nb01.generate_text_simple(tiny_gpt, idx, 12, 32), expected)
+
+
+def test_top_k_never_samples_outside_the_k_best(nb01, tiny_gpt):
+    idx = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        best = set(torch.topk(tiny_gpt(idx)[0, -1], 5).indices.tolist())
+    torch.manual_seed(0)
+    seen = {nb01.generate(tiny_gpt, idx, 1, 32, temperature=10.0, top_k=5)[0, -1].item() for _ in range(300)}
+    assert seen <= best
+    assert len(seen) > 1  # it does sample, not argmax
+
+
+def test_generation_stops_at_eos(nb01, tiny_gpt):
+    idx = torch.tensor([[1, 2, 3]])
+    greedy = nb01.generate(tiny_gpt, idx, max_new_tokens=6, context_size=32)
+    eos = greedy[0, 5].item()  # the third generated token
+    first = greedy[0, 3:].tolist().index(eos)  # it may appear earlier
+    out = nb01.generate(tiny_gpt, idx, max_new_tokens=6, context_size=32, eos_id=eos)
+    assert out[0].tolist() == greedy[0, :3 + first].tolist()
+
+
+def test_long_prompt_is_cropped_to_context(nb01, tiny_gpt):
+    long_prompt = torch.randint(0, 97, (1, 50))
+    out = nb01.generate(tiny_gpt, long_prompt, max_new_tokens=2, context_size=32)
+    with torch.no_grad():
+        first = tiny_gpt(long_prompt[:, -32:])[0, -1].argmax().item()
+    assert out.shape == (1, 52) and out[0, 50].item() == first
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": 98}, "top_k"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"max_new_tokens": -1}, "max_new_tokens"),
+])
+def test_bad_sampling_arguments_raise(nb01, tiny_gpt, kwargs, name):
+    args = {"max_new_tokens": 3, "context_size": 32, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        nb01.generate(tiny_gpt, torch.tensor([[1]]), **args)
+
+
+def test_dataset_targets_are_inputs_shifted_by_one(nb01):
+    loader = nb01.create_dataloader_v1("a b c d e f g h i j k l m n o p " * 20, batch_size=3, max_length=8,
+                                       stride=4, shuffle=False)
+    for inputs, targets in loader:
+        assert inputs.shape == targets.shape == (3, 8)
+        assert torch.equal(inputs[:, 1:], targets[:, :-1])
+
+
+def test_loss_of_uniform_model_is_log_vocab(nb01, tiny_gpt_cfg):
+    class Uniform(torch.nn.Module):
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, tiny_gpt_cfg["vocab_size"])
+    inputs = torch.randint(0, 97, (2, 5))
+    loss = nb01.calc_loss_batch(inputs, inputs, Uniform(), "cpu")
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(97.0)).item(), rel=1e-6)

@@ -1,0 +1,115 @@
+"""The offline asset layer, the tokenizer files and notebook imports."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+import torch
+from huggingface_hub.errors import GatedRepoError
+from safetensors.torch import load_file, save_file
+
+import nbsupport.hub as hub
+from nbsupport import fetch, import_notebook, llama3_tokenizer_file
+from nbsupport.notebooks import REPO_ROOT
+
+
+def write_tiny_checkpoint(folder):
+    save_file({"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"n": 2}))
+
+
+def test_fetch_offline_builds_stand_in_once(capsys):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        write_tiny_checkpoint(folder)
+
+    folder = fetch("someone/tiny-model", ["config.json", "model.safetensors"], build)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "offline stand-in for someone/tiny-model" in out and "HF_HUB_OFFLINE=1" in out
+    params = load_file(folder / "model.safetensors")  # the real loader accepts it
+    assert params["w"].dtype == torch.bfloat16 and params["w"].shape == (2, 3)
+    assert fetch("someone/tiny-model", ["config.json", "model.safetensors"], build) == folder
+    assert len(calls) == 1
+
+
+def test_fetch_gated_repo_names_license_page_and_token(monkeypatch, capsys):
+    def gated(*args, **kwargs):
+        response = SimpleNamespace(headers={}, request=None)  # what the error reads of an HTTP response
+        raise GatedRepoError("401 Client Error: access to model meta-llama/X is restricted", response=response)
+
+    monkeypatch.setattr(hub, "snapshot_download", gated)
+    fetch("meta-llama/Gated-Model", ["model.safetensors"], write_tiny_checkpoint)
+    out = capsys.readouterr().out
+    assert "https://huggingface.co/meta-llama/Gated-Model" in out and "HF_TOKEN" in out
+
+
+def test_fetch_raises_other_errors(monkeypatch):
+    def broken(*args, **kwargs):
+        raise PermissionError("cache not writable")
+
+    monkeypatch.setattr(hub, "snapshot_download", broken)
+    with pytest.raises(PermissionError):
+        fetch("someone/other", ["x"], write_tiny_checkpoint)
+
+
+def test_fetch_failed_stand_in_is_rebuilt(monkeypatch):
+    def failing(folder):
+        (folder / "half-written").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        fetch("someone/flaky", ["model.safetensors"], failing)
+    folder = fetch("someone/flaky", ["model.safetensors"], write_tiny_checkpoint)
+    assert not (folder / "half-written").exists()
+    assert (folder / "model.safetensors").exists()
+
+
+def test_tiktoken_gpt2_works_without_network(tmp_path):
+    code = textwrap.dedent("""
+        import socket
+        def no_network(*args, **kwargs):
+            raise OSError("network disabled in this test")
+        socket.socket.connect = no_network
+        socket.create_connection = no_network
+        from nbsupport import seed_tiktoken_gpt2
+        seed_tiktoken_gpt2()
+        import tiktoken
+        enc = tiktoken.get_encoding("gpt2")
+        print(enc.encode("Hello, world <|endoftext|>", allowed_special="all"))
+    """)
+    env = {"PATH": "/usr/bin:/bin", "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[15496, 11, 995, 220, 50256]"
+
+
+def test_llama3_tokenizer_file_is_shipped():
+    path = llama3_tokenizer_file()
+    assert path.name == "tokenizer.model" and path.stat().st_size > 2_000_000
+
+
+def test_import_notebook_keeps_definitions_only(nb01):
+    assert nb01 is import_notebook("01-gpt-from-scratch.ipynb")
+    for name in ("GPTModel", "generate", "GPT_CONFIG_124M", "GPT_CONFIG_SMALL", "train_model_simple"):
+        assert hasattr(nb01, name)
+    for name in ("model", "train_losses", "tokenizer", "text"):  # made by experiment cells, not kept
+        assert not hasattr(nb01, name)
+
+
+def test_import_notebook_unknown_name():
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        import_notebook("99-missing.ipynb")
+
+
+def test_tests_never_touch_the_readers_hub_cache():
+    import os
+
+    from huggingface_hub import constants
+    assert constants.HF_HUB_OFFLINE
+    assert constants.HF_HOME == os.environ["HF_HOME"] and "pytest-offline-" in constants.HF_HOME
