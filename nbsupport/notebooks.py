@@ -1,8 +1,9 @@
 """Import the definitions of an earlier notebook without running its experiments.
 
 `import_notebook("01-gpt-from-scratch.ipynb")` executes only the top-level statements of the
-notebook's code cells that define something: imports, functions, classes, UPPER_CASE constants, and
-`import_notebook(...)` calls (so notebook 03 can build on 02, which builds on 01). Training loops,
+notebook's code cells that define something: imports, functions, classes, UPPER_CASE constants,
+`nb01 = import_notebook(...)` calls (so notebook 03 can build on 02, which builds on 01) and
+re-exports from such a module (`GPTModel = nb01.GPTModel`). Training loops,
 downloads, plots and prints are skipped. The result is a module, cached per notebook.
 """
 
@@ -16,22 +17,28 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _keeps(node):
+def _keeps(node, notebook_modules):
+    """Whether a top-level statement is a definition; records names bound by import_notebook(...)."""
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return True
-    if isinstance(node, (ast.Assign, ast.AnnAssign)):
-        value = node.value
-        if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "import_notebook":
-            return True
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
-    return False
+    if not isinstance(node, (ast.Assign, ast.AnnAssign)):
+        return False
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    value = node.value
+    if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "import_notebook":
+        notebook_modules.update(t.id for t in targets if isinstance(t, ast.Name))
+        return True
+    # Re-exports of an earlier notebook's names: `GPTModel, generate = nb01.GPTModel, nb01.generate`
+    values = value.elts if isinstance(value, ast.Tuple) else [value]
+    if all(isinstance(v, ast.Attribute) and getattr(v.value, "id", None) in notebook_modules for v in values):
+        return True
+    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
 
 
 def definitions(notebook):
     """The source code of the notebook's definitions, in cell order."""
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
-    kept = []
+    kept, notebook_modules = [], set()
     for cell in cells:
         if cell["cell_type"] != "code":
             continue
@@ -39,7 +46,7 @@ def definitions(notebook):
         # IPython magics (%matplotlib, !pip) are not Python; they never define anything we need.
         source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
         tree = ast.parse(source)
-        kept += [ast.get_source_segment(source, node) for node in tree.body if _keeps(node)]
+        kept += [ast.get_source_segment(source, node) for node in tree.body if _keeps(node, notebook_modules)]
     return "\n\n".join(kept) + "\n"
 
 
