@@ -1,0 +1,199 @@
+"""Notebook 03's Llama 2 against Meta's own reference implementation (llama_models.llama3.model).
+
+With rope_theta=10000, no rope scaling and n_kv_heads == n_heads, Meta's Llama 3 reference is the
+Llama 2 architecture. It imports fairscale's model-parallel layers; on one process they are plain
+nn.Linear / nn.Embedding, so we provide those under fairscale's names instead of installing fairscale.
+"""
+
+import importlib
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from nbsupport import fetch, import_notebook
+from nbsupport.standins import LLAMA2_SENTENCEPIECE_OPTIONS, llama2_checkpoint
+
+
+class _ParallelLinear(nn.Linear):
+    def __init__(self, in_features, out_features, bias=True, **_parallel_options):
+        super().__init__(in_features, out_features, bias=bias)
+
+
+class _ParallelEmbedding(nn.Embedding):
+    def __init__(self, num_embeddings, embedding_dim, **_parallel_options):
+        super().__init__(num_embeddings, embedding_dim)
+
+
+@pytest.fixture(scope="module")
+def meta_reference(monkeypatch_module):
+    layers = types.ModuleType("fairscale.nn.model_parallel.layers")
+    layers.ColumnParallelLinear = layers.RowParallelLinear = _ParallelLinear
+    layers.VocabParallelEmbedding = _ParallelEmbedding
+    initialize = types.ModuleType("fairscale.nn.model_parallel.initialize")
+    initialize.get_model_parallel_world_size = lambda: 1
+    for name in ("fairscale", "fairscale.nn", "fairscale.nn.model_parallel"):
+        monkeypatch_module.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch_module.setitem(sys.modules, "fairscale.nn.model_parallel.layers", layers)
+    monkeypatch_module.setitem(sys.modules, "fairscale.nn.model_parallel.initialize", initialize)
+    sys.modules.pop("llama_models.llama3.model", None)
+    model = importlib.import_module("llama_models.llama3.model")
+    yield model
+    sys.modules.pop("llama_models.llama3.model", None)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def nb03():
+    return import_notebook("03-gpt-to-llama2.ipynb")
+
+
+PARAM_CONFIG = {"dim": 96, "multiple_of": 32, "n_heads": 6, "n_layers": 3, "norm_eps": 1e-5, "vocab_size": -1}
+
+
+def meta_model_and_params(meta_reference, vocab_size=113, seed=0):
+    from llama_models.llama3.args import ModelArgs
+    torch.manual_seed(seed)
+    args = ModelArgs(**{**PARAM_CONFIG, "vocab_size": vocab_size}, rope_theta=10000.0, use_scaled_rope=False,
+                     max_seq_len=64, max_batch_size=2)
+    ref = meta_reference.Transformer(args).eval()
+    with torch.no_grad():  # norms start at 1: perturb them so that every tensor is checked
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    params = {k: v.clone() for k, v in ref.state_dict().items()}
+    head_dim = PARAM_CONFIG["dim"] // PARAM_CONFIG["n_heads"]
+    params["rope.freqs"] = 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    return ref, params
+
+
+def our_llama(nb03, vocab_size=113, dtype=torch.float32):
+    cfg = nb03.llama2_config(PARAM_CONFIG, vocab_size, context_length=64, dtype=dtype)
+    with torch.device("meta"):
+        return nb03.Llama2Model(cfg)
+
+
+def test_logits_equal_metas_reference(nb03, meta_reference):
+    ref, params = meta_model_and_params(meta_reference)
+    model = our_llama(nb03)
+    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    model.eval()
+    tokens = torch.randint(0, 113, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(tokens)
+    theirs = ref(tokens, start_pos=0)
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_without_the_permutation_the_logits_are_wrong(nb03, meta_reference, monkeypatch):
+    ref, params = meta_model_and_params(meta_reference)
+    model = our_llama(nb03)
+    monkeypatch.setattr(nb03, "permute_for_halves_rope", lambda w, n_heads: w)
+    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    tokens = torch.randint(0, 113, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(tokens) - ref(tokens, start_pos=0)).abs().max().item() > 1e-2
+
+
+def test_greedy_generation_equals_reference(nb03, meta_reference):
+    ref, params = meta_model_and_params(meta_reference)
+    model = our_llama(nb03)
+    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    idx = torch.tensor([[1, 17, 42, 5]])
+    ours = nb03.generate(model, idx, max_new_tokens=20, context_size=64)
+    expected = idx
+    for _ in range(20):
+        expected = torch.cat([expected, ref(expected, start_pos=0)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(ours, expected)
+
+
+def test_rmsnorm_and_silu_equal_builtins(nb03):
+    x = torch.randn(3, 5, 48)
+    torch.testing.assert_close(nb03.RMSNorm(48)(x), nn.RMSNorm(48, eps=1e-5)(x))
+    torch.testing.assert_close(nb03.SiLU()(x), nn.functional.silu(x))
+
+
+def test_rope_scores_depend_only_on_relative_position(nb03):
+    cos, sin = nb03.precompute_rope_params(head_dim=64, context_length=512)
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 64), torch.randn(1, 1, 1, 64)
+
+    def score(m, n):
+        qs, ks = torch.zeros(1, 1, 512, 64), torch.zeros(1, 1, 512, 64)
+        qs[:, :, m], ks[:, :, n] = q[:, :, 0], k[:, :, 0]
+        return (nb03.compute_rope(qs, cos, sin)[0, 0, m] @ nb03.compute_rope(ks, cos, sin)[0, 0, n]).item()
+
+    for offset in (0, 3, 50):
+        base = score(10 + offset, 10)
+        for shift in (1, 100, 400):
+            assert score(10 + offset + shift, 10 + shift) == pytest.approx(base, abs=1e-4)
+    assert score(13, 10) != pytest.approx(score(60, 10), abs=1e-2)
+
+
+def test_llama2_7b_parameter_count(nb03):
+    with torch.device("meta"):
+        model = nb03.Llama2Model(nb03.LLAMA2_CONFIG_7B)
+    assert sum(p.numel() for p in model.parameters()) == 6_738_415_616
+    assert nb03.llama2_config({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32}, 32000) == \
+        nb03.LLAMA2_CONFIG_7B
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (lambda p: p.pop("layers.2.feed_forward.w3.weight"), "missing keys \\['layers.2.feed_forward.w3.weight'\\]"),
+    (lambda p: p.__setitem__("layers.3.ffn_norm.weight", torch.ones(96)),
+     "unexpected keys \\['layers.3.ffn_norm.weight'\\]"),
+    (lambda p: p.__setitem__("output.weight", torch.zeros(100, 96)),
+     "out_head.weight: checkpoint \\(100, 96\\) vs model \\(113, 96\\)"),
+])
+def test_loader_is_strict_and_leaves_model_untouched(nb03, meta_reference, corrupt, expected):
+    _, params = meta_model_and_params(meta_reference)
+    torch.manual_seed(0)
+    model = nb03.Llama2Model(nb03.llama2_config(PARAM_CONFIG, 113, context_length=64, dtype=torch.float32))
+    before = snapshot(model)
+    corrupt(params)
+    with pytest.raises(ValueError, match=expected):
+        nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_loader_rejects_params_json_of_another_model(nb03, meta_reference):
+    _, params = meta_model_and_params(meta_reference)
+    with pytest.raises(ValueError, match="params.json describes 3 layers and 6 heads, the model has 2"):
+        model = nb03.Llama2Model(nb03.llama2_config({**PARAM_CONFIG, "n_layers": 2}, 113, 64, torch.float32))
+        nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+
+
+@pytest.fixture(scope="module")
+def stand_in_folder():
+    return fetch("meta-llama/Llama-2-7b", ["params.json", "consolidated.00.pth", "tokenizer.model"],
+                 llama2_checkpoint(dim=128, n_layers=2, n_heads=4, multiple_of=64))
+
+
+def test_offline_tokenizer_round_trips_and_uses_llama2_options(nb03, stand_in_folder):
+    tok = nb03.LlamaTokenizer(stand_in_folder / "tokenizer.model")
+    texts = ["The for statement", "naïve café 🦙 — ∑ x_i² 12345", "  two  spaces\tand a tab\n", "日本語のテキスト"]
+    for text in texts:
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("x", bos=True)[0] == tok.bos_id == 1 and tok.eos_id == 2
+    pieces = tok.sp.id_to_piece(tok.encode("🦙 2024"))
+    assert "<0xF0>" in pieces  # byte fallback, not <unk>
+    assert [p for p in pieces if p.strip("▁").isdigit()] == ["2", "0", "2", "4"]  # digits split
+    assert LLAMA2_SENTENCEPIECE_OPTIONS["character_coverage"] == 0.99995
+
+
+def test_stand_in_checkpoint_has_metas_format(nb03, stand_in_folder):
+    params = torch.load(stand_in_folder / "consolidated.00.pth", mmap=True, weights_only=True)
+    assert set(params) == nb03.llama2_checkpoint_keys(2) | {"rope.freqs"}
+    assert {v.dtype for v in params.values()} == {torch.bfloat16}
