@@ -33,9 +33,12 @@ def why_unavailable(err, repo_id):
     return f"the Hub answered with an error ({type(err).__name__})"
 
 
-def standin_dir(repo_id):
-    """Where the stand-in for `repo_id` lives: beside the Hub cache, never inside a real snapshot."""
-    return Path(constants.HF_HOME) / "stand-ins" / repo_id
+def standin_dir(repo_id, build_stand_in):
+    """Where a stand-in for `repo_id` lives: beside the Hub cache, never inside a real snapshot.
+
+    Builders of different sizes for one repository (`build_stand_in.variant`) get folders of their own.
+    """
+    return Path(constants.HF_HOME) / "stand-ins" / repo_id / getattr(build_stand_in, "variant", "default")
 
 
 def fetch(repo_id, filenames, build_stand_in):
@@ -43,13 +46,13 @@ def fetch(repo_id, filenames, build_stand_in):
 
     Tries the Hub first. When that fails for a reason a reader can fix (offline, gated, no network),
     prints one line saying so, calls `build_stand_in(folder)` to write the stand-in files there (once;
-    it is cached) and returns that folder. Any other error is raised.
+    it is cached per `build_stand_in.variant`) and returns that folder. Any other error is raised.
     """
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as err:
         reason = why_unavailable(err, repo_id)
-    folder = standin_dir(repo_id)
+    folder = standin_dir(repo_id, build_stand_in)
     if not (folder / ".complete").exists():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)

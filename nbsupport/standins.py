@@ -2,7 +2,8 @@
 
 Each function returns a builder for `nbsupport.fetch`: it writes files with the same names, tensor
 names, shapes (or a reduced size, where said) and dtypes as the real repository, filled with seeded
-random weights, so the notebooks' loading code runs unchanged on them.
+random weights, so the notebooks' loading code runs unchanged on them. Its `variant` names the
+size, so stand-ins of different sizes for one repository never share a folder.
 """
 
 import json
@@ -48,6 +49,7 @@ def gpt2_checkpoint(emb_dim, n_layers, n_heads, vocab_size=50257, context_length
             "bos_token_id": 50256, "eos_token_id": 50256,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2))
+    build.variant = f"gpt2-d{emb_dim}-l{n_layers}-h{n_heads}-v{vocab_size}-c{context_length}-s{seed}"
     return build
 
 
@@ -108,4 +110,5 @@ def llama2_checkpoint(dim, n_layers, n_heads, multiple_of, vocab_size=8000, norm
         config = {"dim": dim, "multiple_of": multiple_of, "n_heads": n_heads, "n_layers": n_layers,
                   "norm_eps": norm_eps, "vocab_size": -1}
         (folder / "params.json").write_text(json.dumps(config))
+    build.variant = f"llama2-d{dim}-l{n_layers}-h{n_heads}-m{multiple_of}-v{vocab_size}-e{norm_eps}-s{seed}"
     return build

@@ -113,3 +113,13 @@ def test_tests_never_touch_the_readers_hub_cache():
     from huggingface_hub import constants
     assert constants.HF_HUB_OFFLINE
     assert constants.HF_HOME == os.environ["HF_HOME"] and "pytest-offline-" in constants.HF_HOME
+
+
+def test_stand_ins_of_different_sizes_do_not_share_a_folder():
+    from nbsupport.standins import gpt2_checkpoint
+    small, smaller = gpt2_checkpoint(32, 1, 2, vocab_size=60, context_length=16), gpt2_checkpoint(16, 1, 2, 60, 16)
+    a = fetch("someone/sized", ["model.safetensors"], small)
+    b = fetch("someone/sized", ["model.safetensors"], smaller)
+    assert a != b
+    assert load_file(a / "model.safetensors")["wte.weight"].shape == (60, 32)
+    assert load_file(b / "model.safetensors")["wte.weight"].shape == (60, 16)
