@@ -112,3 +112,74 @@ def llama2_checkpoint(dim, n_layers, n_heads, multiple_of, vocab_size=8000, norm
         (folder / "params.json").write_text(json.dumps(config))
     build.variant = f"llama2-d{dim}-l{n_layers}-h{n_heads}-m{multiple_of}-v{vocab_size}-e{norm_eps}-s{seed}"
     return build
+
+
+LLAMA32_ROPE_SCALING = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                        "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+
+
+def llama3_checkpoint(emb_dim, n_layers, n_heads, n_kv_groups, hidden_dim, vocab_size=128256,
+                      context_length=131072, rope_scaling=LLAMA32_ROPE_SCALING, tie_word_embeddings=True,
+                      n_shards=1, seed=0):
+    """A Llama 3.x repository in Hugging Face's format, as `meta-llama/Llama-3.2-1B`:
+
+    `config.json`; `model.safetensors`, or with `n_shards > 1` the files
+    `model-0000k-of-0000n.safetensors` plus `model.safetensors.index.json`; bfloat16 tensors named
+    `model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …, `lm_head.weight`
+    (absent when tied); and `original/tokenizer.model`, Meta's real tokenizer file as shipped by
+    the `llama-models` package. Query/key rows are in the halves RoPE order, as in Hugging Face's files.
+    """
+    def build(folder):
+        import shutil
+
+        from .tokenizer_files import llama3_tokenizer_file
+
+        g = torch.Generator().manual_seed(seed)
+        bf16, kv_dim = torch.bfloat16, emb_dim // n_heads * n_kv_groups
+        params = {"model.embed_tokens.weight": _normal(g, vocab_size, emb_dim, dtype=bf16)}
+        for i in range(n_layers):
+            p = f"model.layers.{i}."
+            params |= {
+                p + "self_attn.q_proj.weight": _normal(g, emb_dim, emb_dim, dtype=bf16),
+                p + "self_attn.k_proj.weight": _normal(g, kv_dim, emb_dim, dtype=bf16),
+                p + "self_attn.v_proj.weight": _normal(g, kv_dim, emb_dim, dtype=bf16),
+                p + "self_attn.o_proj.weight": _normal(g, emb_dim, emb_dim, dtype=bf16),
+                p + "mlp.gate_proj.weight": _normal(g, hidden_dim, emb_dim, dtype=bf16),
+                p + "mlp.up_proj.weight": _normal(g, hidden_dim, emb_dim, dtype=bf16),
+                p + "mlp.down_proj.weight": _normal(g, emb_dim, hidden_dim, dtype=bf16),
+                p + "input_layernorm.weight": torch.ones(emb_dim, dtype=bf16),
+                p + "post_attention_layernorm.weight": torch.ones(emb_dim, dtype=bf16),
+            }
+        params["model.norm.weight"] = torch.ones(emb_dim, dtype=bf16)
+        if not tie_word_embeddings:
+            params["lm_head.weight"] = _normal(g, vocab_size, emb_dim, dtype=bf16)
+
+        if n_shards == 1:
+            save_file(params, folder / "model.safetensors", metadata={"format": "pt"})
+        else:
+            names = list(params)
+            weight_map = {}
+            for k in range(n_shards):
+                shard = f"model-{k + 1:05d}-of-{n_shards:05d}.safetensors"
+                part = names[k * len(names) // n_shards:(k + 1) * len(names) // n_shards]
+                save_file({n: params[n] for n in part}, folder / shard, metadata={"format": "pt"})
+                weight_map |= {n: shard for n in part}
+            total = sum(t.numel() * t.element_size() for t in params.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+        config = {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
+            "hidden_size": emb_dim, "intermediate_size": hidden_dim, "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads, "num_key_value_heads": n_kv_groups,
+            "head_dim": emb_dim // n_heads, "max_position_embeddings": context_length,
+            "rope_theta": 500000.0, "rope_scaling": rope_scaling, "rms_norm_eps": 1e-5,
+            "hidden_act": "silu", "tie_word_embeddings": tie_word_embeddings, "torch_dtype": "bfloat16",
+            "bos_token_id": 128000, "eos_token_id": 128001, "attention_bias": False, "mlp_bias": False,
+        }
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        (folder / "original").mkdir()
+        shutil.copyfile(llama3_tokenizer_file(), folder / "original" / "tokenizer.model")
+    build.variant = (f"llama3-d{emb_dim}-l{n_layers}-h{n_heads}-g{n_kv_groups}-f{hidden_dim}-v{vocab_size}"
+                     f"-c{context_length}-r{bool(rope_scaling)}-t{tie_word_embeddings}-n{n_shards}-s{seed}")
+    return build

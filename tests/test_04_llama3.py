@@ -1,0 +1,192 @@
+"""Notebook 04's Llama 3 / 3.2 against transformers.LlamaForCausalLM, and its tokenizer against Meta's."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
+
+from nbsupport import fetch, import_notebook, llama3_tokenizer_file
+from nbsupport.standins import llama3_checkpoint
+
+transformers.logging.set_verbosity_error()
+
+
+@pytest.fixture(scope="module")
+def nb04():
+    return import_notebook("04-llama2-to-llama3.ipynb")
+
+
+def hf_config(tied, rope_scaling, vocab_size=151, layers=3, heads=8, kv_heads=2, emb=64, hidden=96, ctx=256):
+    """A config.json (as a dict) in the Hub's format."""
+    return {"vocab_size": vocab_size, "hidden_size": emb, "intermediate_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": ctx,
+            "rope_theta": 500000.0, "rope_scaling": rope_scaling, "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": tied}
+
+
+LLAMA3_STYLE = hf_config(tied=False, rope_scaling=None)
+LLAMA32_STYLE = hf_config(tied=True, rope_scaling={"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 64, "rope_type": "llama3"})
+
+
+def reference_and_params(config, seed=0):
+    torch.manual_seed(seed)
+    ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    params = {k: v.clone() for k, v in ref.state_dict().items()}
+    if config["tie_word_embeddings"]:
+        del params["lm_head.weight"]  # the Hub files of tied models have no lm_head
+    return ref, params
+
+
+def our_model(nb04, config, dtype=torch.float32):
+    with torch.device("meta"):
+        return nb04.Llama3Model(nb04.llama3_config(config, dtype=dtype))
+
+
+@pytest.mark.parametrize("config", [LLAMA3_STYLE, LLAMA32_STYLE], ids=["llama3-untied", "llama32-scaled-tied"])
+def test_logits_and_greedy_tokens_equal_transformers(nb04, config):
+    ref, params = reference_and_params(config)
+    model = our_model(nb04, config)
+    nb04.load_weights_into_llama(model, config, params)
+    model.eval()
+    # longer than original_max_position_embeddings, so the scaled frequencies matter
+    tokens = torch.randint(0, config["vocab_size"], (2, 150), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(tokens) - ref(tokens).logits).abs().max().item() <= 1e-5
+    prompt = tokens[:1, :10]
+    ours = nb04.generate(model, prompt, max_new_tokens=20, context_size=256)
+    theirs = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
+                          pad_token_id=0)
+    assert torch.equal(ours, theirs)
+
+
+def test_rope_scaling_changes_the_model(nb04):
+    cfg = nb04.llama3_config(LLAMA32_STYLE, dtype=torch.float32)
+    cos_scaled, _ = nb04.precompute_rope_params(8, cfg["rope_base"], 256, cfg["rope_freq"])
+    cos_plain, _ = nb04.precompute_rope_params(8, cfg["rope_base"], 256, None)
+    assert not torch.allclose(cos_scaled, cos_plain)
+
+
+def test_gqa_with_one_group_per_head_equals_mha(nb04):
+    torch.manual_seed(0)
+    mha = nb04.nb03.MultiHeadAttention(48, 48, num_heads=6)
+    gqa = nb04.GroupedQueryAttention(48, 48, num_heads=6, num_kv_groups=6)
+    gqa.load_state_dict(mha.state_dict())
+    cos, sin = nb04.precompute_rope_params(8, context_length=16)
+    x = torch.randn(2, 9, 48)
+    torch.testing.assert_close(gqa(x, cos, sin), mha(x, cos, sin))
+
+
+def test_tied_head_shares_storage(nb04):
+    _, params = reference_and_params(LLAMA32_STYLE)
+    model = our_model(nb04, LLAMA32_STYLE)
+    nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+    assert model.out_head.weight is model.tok_emb.weight
+    assert model.out_head.weight.data_ptr() == params["model.embed_tokens.weight"].data_ptr()
+    with torch.device("meta"):
+        full = nb04.Llama3Model(nb04.LLAMA32_CONFIG_1B)
+    assert sum(p.numel() for p in full.parameters()) == 1_235_814_400
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (lambda p: p.pop("model.layers.1.mlp.up_proj.weight"), "missing keys \\['model.layers.1.mlp.up_proj.weight'\\]"),
+    (lambda p: p.__setitem__("lm_head.weight", torch.zeros(151, 64)), "unexpected keys \\['lm_head.weight'\\]"),
+    (lambda p: p.__setitem__("model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)),
+     "trf_blocks.0.att.W_key.weight: checkpoint \\(64, 64\\) vs model \\(16, 64\\)"),
+])
+def test_loader_is_strict_and_leaves_model_untouched(nb04, corrupt, expected):
+    _, params = reference_and_params(LLAMA32_STYLE)
+    torch.manual_seed(0)
+    model = nb04.Llama3Model(nb04.llama3_config(LLAMA32_STYLE, dtype=torch.float32))
+    before = snapshot(model)
+    corrupt(params)
+    with pytest.raises(ValueError, match=expected):
+        nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.out_head.weight is model.tok_emb.weight
+
+
+def test_loader_rejects_a_config_of_another_model(nb04):
+    _, params = reference_and_params(LLAMA32_STYLE)
+    model = our_model(nb04, {**LLAMA32_STYLE, "num_key_value_heads": 4})
+    with pytest.raises(ValueError, match="config.json describes"):
+        nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+
+
+def test_sharded_checkpoint_loads_through_the_index(nb04):
+    build = llama3_checkpoint(emb_dim=64, n_layers=3, n_heads=4, n_kv_groups=2, hidden_dim=96, vocab_size=300,
+                              context_length=128, tie_word_embeddings=False, n_shards=3)
+    folder = fetch("someone/sharded-llama", ["*"], build)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)]
+    params = nb04.load_hf_checkpoint(folder)
+    assert set(params) == set(index["weight_map"])
+    config = json.loads((folder / "config.json").read_text())
+    model = our_model(nb04, config)
+    nb04.load_weights_into_llama(model, config, params)
+    assert model.out_head.weight is not model.tok_emb.weight
+    # the reference reads the same sharded folder and agrees
+    ref = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    model32 = our_model(nb04, config, dtype=torch.float32)
+    nb04.load_weights_into_llama(model32, config, params)
+    tokens = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (model32(tokens) - ref(tokens).logits).abs().max().item() <= 1e-5
+
+
+TEXTS = [
+    "Hello, world!",
+    "naïve café, Ünïcödé and Ελληνικά, 日本語のテキスト, עברית",
+    "emoji 🦙🦙 and 👩‍👩‍👧 families",
+    "digits 1234567890 3.14159 -42 1e-5 and 2024-11-22",
+    "long   whitespace" + " " * 300 + "runs\n\n\n\t\t\tand tabs\r\n",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # code\n",
+    "special strings as text: <|begin_of_text|> <|eot_id|> <|start_header_id|>user<|end_header_id|>",
+    "I'm sure they'll say you've done it, DON'T YOU'D?",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(nb04):
+    path = llama3_tokenizer_file()
+    return nb04.Tokenizer(path), MetaTokenizer(Path(path))
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_tokenizer_equals_metas(tokenizers, text):
+    ours, meta = tokenizers
+    for bos, eos in [(False, False), (True, True)]:
+        assert ours.encode(text, bos=bos, eos=eos) == meta.encode(text, bos=bos, eos=eos)
+    assert ours.decode(ours.encode(text)) == text
+
+
+def test_special_token_ids_equal_metas(tokenizers):
+    ours, meta = tokenizers
+    assert (ours.bos_id, ours.eos_id, ours.eot_id) == (meta.bos_id, meta.eos_id, meta.eot_id) == (128000, 128001, 128009)
+    for name in ["<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|python_tag|>",
+                 "<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"]:
+        assert ours.special_tokens[name] == meta.special_tokens[name]
+    assert ours.model.n_vocab == 128256
+
+
+def test_chat_format_equals_metas(nb04, tokenizers):
+    from llama_models.datatypes import RawMessage
+    from llama_models.llama3.chat_format import ChatFormat as MetaChatFormat
+    ours, meta = tokenizers
+    dialog = [RawMessage(role="system", content="You are a helpful assistant."),
+              RawMessage(role="user", content="What do llamas eat?")]
+    expected = MetaChatFormat(meta).encode_dialog_prompt(dialog).tokens
+    assert nb04.ChatFormat(ours).encode("What do llamas eat?", system_message="You are a helpful assistant.") == expected
