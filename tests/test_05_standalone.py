@@ -1,0 +1,147 @@
+"""Notebook 05: the standalone Llama 3.2 against transformers, its KV cache, compiled decoding, and
+that it imports nothing from this repository."""
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from nbsupport import import_notebook
+from nbsupport.notebooks import REPO_ROOT
+
+transformers.logging.set_verbosity_error()
+NOTEBOOK = "05-standalone-llama32.ipynb"
+
+
+@pytest.fixture(scope="module")
+def nb05():
+    return import_notebook(NOTEBOOK)
+
+
+@pytest.fixture(scope="module")
+def small(nb05):
+    """Our model and transformers' LlamaForCausalLM with the same random weights (fp32)."""
+    cfg = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 257, "context_length": 256, "emb_dim": 64, "n_heads": 8,
+           "n_kv_groups": 2, "n_layers": 3, "hidden_dim": 96, "dtype": torch.float32,
+           "rope_freq": {**nb05.LLAMA32_CONFIG_1B["rope_freq"], "original_context_length": 64}}
+    hf_config = transformers.LlamaConfig(
+        vocab_size=257, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_theta=cfg["rope_base"],
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 64})
+    torch.manual_seed(0)
+    ref = transformers.LlamaForCausalLM(hf_config).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    params = {k: v.clone() for k, v in ref.state_dict().items() if k != "lm_head.weight"}
+    with torch.device("meta"):
+        model = nb05.Llama3Model(cfg)
+    nb05.load_weights_into_llama(model, cfg, params)
+    return model.eval(), ref, cfg
+
+
+def test_logits_equal_transformers(small):
+    model, ref, _ = small
+    tokens = torch.randint(0, 257, (2, 150), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(tokens) - ref(tokens).logits).abs().max().item() <= 1e-5
+    assert model.out_head.weight is model.tok_emb.weight
+
+
+def test_cached_logits_equal_uncached(small):
+    model, _, _ = small
+    tokens = torch.randint(0, 257, (1, 12), generator=torch.Generator().manual_seed(2))
+    model.setup_kv_cache(1, 12)
+    with torch.no_grad():
+        full = model(tokens)
+        first = model(tokens[:, :8], torch.arange(8))
+        rest = [model(tokens[:, i:i + 1], torch.tensor([i])) for i in range(8, 12)]
+    torch.testing.assert_close(first[:, -1], full[:, 7], atol=1e-5, rtol=1e-5)
+    for i, logits in zip(range(8, 12), rest):
+        torch.testing.assert_close(logits[:, -1], full[:, i], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_with_cache_equals_without_eager_and_compiled(nb05, small):
+    model, ref, cfg = small
+    prompt = torch.tensor([[5, 77, 123, 9, 200]])
+    without = nb05.generate_without_cache(model, prompt, 64)
+    theirs = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=64, do_sample=False,
+                          pad_token_id=0)
+    assert torch.equal(without, theirs)
+    assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"]), without)
+    assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], cache_cls=nb05.GrowingKVCache), without)
+    assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], prefill_token_by_token=True), without)
+    compiled = nb05.compile_decode_step(torch.device("cpu"))
+    assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], decode_step=compiled), without)
+
+
+def test_generation_stops_at_eos(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[1, 2, 3]])
+    greedy = nb05.generate(model, prompt, 10, cfg["context_length"])
+    eos = greedy[0, 6].item()
+    first = greedy[0, 3:].tolist().index(eos)
+    assert nb05.generate(model, prompt, 10, cfg["context_length"], eos_id=eos)[0].tolist() == greedy[0, :3 + first].tolist()
+
+
+def test_top_k_sampling_stays_in_the_top_k(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[4, 8, 15]])
+    with torch.no_grad():
+        best = set(torch.topk(model(prompt)[0, -1], 4).indices.tolist())
+    torch.manual_seed(0)
+    seen = {nb05.generate(model, prompt, 1, cfg["context_length"], temperature=5.0, top_k=4)[0, -1].item()
+            for _ in range(200)}
+    assert seen <= best and len(seen) > 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+    ({"temperature": -1.0}, "temperature must be >= 0"),
+    ({"top_k": 0}, "top_k must be None or between 1 and the vocabulary size \\(257\\)"),
+    ({"top_k": 258}, "top_k"),
+    ({"max_new_tokens": 250}, "prompt \\(10 tokens\\) \\+ max_new_tokens \\(250\\) exceeds the context size \\(256\\)"),
+])
+def test_generate_rejects_bad_arguments(nb05, small, kwargs, message):
+    model, _, cfg = small
+    args = {"max_new_tokens": 5, "context_size": cfg["context_length"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        nb05.generate(model, torch.zeros(1, 10, dtype=torch.long), **args)
+
+
+def test_loader_is_strict(nb05, small):
+    _, ref, cfg = small
+    params = {k: v.clone() for k, v in ref.state_dict().items() if k != "lm_head.weight"}
+    params["model.layers.9.mlp.up_proj.weight"] = params.pop("model.layers.2.mlp.up_proj.weight")
+    model = nb05.Llama3Model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="missing keys \\['model.layers.2.mlp.up_proj.weight'\\], "
+                                         "unexpected keys \\['model.layers.9.mlp.up_proj.weight'\\]"):
+        nb05.load_weights_into_llama(model, cfg, params)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_notebook_imports_nothing_from_the_repository():
+    cells = json.loads((REPO_ROOT / NOTEBOOK).read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
+            modules.add(node.module.split(".")[0])
+    assert "nbsupport" not in modules and "import_notebook" not in source
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin or next(iter(spec.submodule_search_locations)))
+        if origin.is_absolute():  # not "built-in" or "frozen"
+            assert REPO_ROOT not in origin.resolve().parents, f"{name} comes from the repository"
+    assert "files(\"llama_models\")" in source  # the offline tokenizer comes from a pip package
