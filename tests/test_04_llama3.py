@@ -54,7 +54,7 @@ def our_model(nb04, config, dtype=torch.float32):
 def test_logits_and_greedy_tokens_equal_transformers(nb04, config):
     ref, params = reference_and_params(config)
     model = our_model(nb04, config)
-    nb04.load_weights_into_llama(model, config, params)
+    nb04.load_weights_into_llama(model, nb04.llama3_config(config), params)
     model.eval()
     # longer than original_max_position_embeddings, so the scaled frequencies matter
     tokens = torch.randint(0, config["vocab_size"], (2, 150), generator=torch.Generator().manual_seed(1))
@@ -87,7 +87,7 @@ def test_gqa_with_one_group_per_head_equals_mha(nb04):
 def test_tied_head_shares_storage(nb04):
     _, params = reference_and_params(LLAMA32_STYLE)
     model = our_model(nb04, LLAMA32_STYLE)
-    nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+    nb04.load_weights_into_llama(model, nb04.llama3_config(LLAMA32_STYLE), params)
     assert model.out_head.weight is model.tok_emb.weight
     assert model.out_head.weight.data_ptr() == params["model.embed_tokens.weight"].data_ptr()
     with torch.device("meta"):
@@ -112,7 +112,7 @@ def test_loader_is_strict_and_leaves_model_untouched(nb04, corrupt, expected):
     before = snapshot(model)
     corrupt(params)
     with pytest.raises(ValueError, match=expected):
-        nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+        nb04.load_weights_into_llama(model, nb04.llama3_config(LLAMA32_STYLE), params)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert model.out_head.weight is model.tok_emb.weight
@@ -121,8 +121,8 @@ def test_loader_is_strict_and_leaves_model_untouched(nb04, corrupt, expected):
 def test_loader_rejects_a_config_of_another_model(nb04):
     _, params = reference_and_params(LLAMA32_STYLE)
     model = our_model(nb04, {**LLAMA32_STYLE, "num_key_value_heads": 4})
-    with pytest.raises(ValueError, match="config.json describes"):
-        nb04.load_weights_into_llama(model, LLAMA32_STYLE, params)
+    with pytest.raises(ValueError, match="param_config describes"):
+        nb04.load_weights_into_llama(model, nb04.llama3_config(LLAMA32_STYLE), params)
 
 
 def test_sharded_checkpoint_loads_through_the_index(nb04):
@@ -135,12 +135,12 @@ def test_sharded_checkpoint_loads_through_the_index(nb04):
     assert set(params) == set(index["weight_map"])
     config = json.loads((folder / "config.json").read_text())
     model = our_model(nb04, config)
-    nb04.load_weights_into_llama(model, config, params)
+    nb04.load_weights_into_llama(model, nb04.llama3_config(config), params)
     assert model.out_head.weight is not model.tok_emb.weight
     # the reference reads the same sharded folder and agrees
     ref = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     model32 = our_model(nb04, config, dtype=torch.float32)
-    nb04.load_weights_into_llama(model32, config, params)
+    nb04.load_weights_into_llama(model32, nb04.llama3_config(config), params)
     tokens = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (model32(tokens) - ref(tokens).logits).abs().max().item() <= 1e-5
