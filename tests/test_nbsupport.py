@@ -123,3 +123,9 @@ def test_stand_ins_of_different_sizes_do_not_share_a_folder():
     assert a != b
     assert load_file(a / "model.safetensors")["wte.weight"].shape == (60, 32)
     assert load_file(b / "model.safetensors")["wte.weight"].shape == (60, 16)
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in REPO_ROOT.glob("[0-9][0-9]-*.ipynb")))
+def test_every_notebooks_definitions_import(notebook):
+    module = import_notebook(notebook)
+    assert any(isinstance(v, type) for v in vars(module).values())  # it defines classes
