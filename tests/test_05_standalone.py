@@ -145,3 +145,13 @@ def test_notebook_imports_nothing_from_the_repository():
         if origin.is_absolute():  # not "built-in" or "frozen"
             assert REPO_ROOT not in origin.resolve().parents, f"{name} comes from the repository"
     assert "files(\"llama_models\")" in source  # the offline tokenizer comes from a pip package
+
+
+def test_loader_rejects_a_config_of_another_model(nb05, small):
+    _, ref, cfg = small
+    params = {k: v for k, v in ref.state_dict().items() if k != "lm_head.weight"}
+    with torch.device("meta"):
+        model = nb05.Llama3Model({**cfg, "n_layers": 2})
+    with pytest.raises(ValueError, match="param_config describes \\(n_layers, emb_dim\\) = \\(3, 64\\), "
+                                         "the model has \\(2, 64\\)"):
+        nb05.load_weights_into_llama(model, cfg, params)
