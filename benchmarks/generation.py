@@ -19,11 +19,9 @@ with the file size.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from llms_from_scratch.kv_cache.generate import generate_text_simple as lfs_gene
 from safetensors.torch import save_file  # noqa: E402
 
 from nbsupport import import_notebook  # noqa: E402
+from nbsupport.memory import PeakRSS  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 nb05 = import_notebook("05-standalone-llama32.ipynb")
@@ -131,13 +130,8 @@ def check_same_tokens(device, new_tokens=16):
 
 # --- measurements --------------------------------------------------------------------------------------
 
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class PeakMemory:
-    """CUDA: allocator peak (weights included). CPU: rise of the process's RSS, sampled every ms."""
+    """CUDA: allocator peak (weights included). CPU: rise of the process's RSS (nbsupport.memory)."""
 
     def __init__(self, device):
         self.device = device
@@ -146,24 +140,15 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.start = self.top = rss()
-            self.done = threading.Event()
-            self.thread = threading.Thread(target=self.sample)
-            self.thread.start()
+            self.rss = PeakRSS().__enter__()
         return self
-
-    def sample(self):
-        while not self.done.is_set():
-            self.top = max(self.top, rss())
-            time.sleep(0.001)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated()
         else:
-            self.done.set()
-            self.thread.join()
-            self.peak = self.top - self.start
+            self.rss.__exit__(*exc)
+            self.peak = self.rss.peak
 
 
 def sync(device):
