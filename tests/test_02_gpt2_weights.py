@@ -64,7 +64,7 @@ def test_output_head_is_the_token_embedding(nb02):
     assert gpt.out_head.weight.data_ptr() == params["wte.weight"].data_ptr()  # no copy
 
 
-def loaded_small(nb02):
+def small_model_and_params(nb02):
     ref, params = hf_gpt2(32, 2, 2, 50, 16)
     torch.manual_seed(0)
     cfg = {**nb02.GPT_CONFIG_124M, "emb_dim": 32, "n_layers": 2, "n_heads": 2, "vocab_size": 50,
@@ -83,7 +83,7 @@ def snapshot(model):
      "pos_emb.weight: checkpoint \\(17, 32\\) vs model \\(16, 32\\)"),
 ])
 def test_loader_is_strict_and_leaves_model_untouched(nb02, corrupt, expected):
-    gpt, params = loaded_small(nb02)
+    gpt, params = small_model_and_params(nb02)
     before = snapshot(gpt)
     corrupt(params)
     with pytest.raises(ValueError, match=expected):
@@ -93,7 +93,7 @@ def test_loader_is_strict_and_leaves_model_untouched(nb02, corrupt, expected):
 
 
 def test_mask_buffers_are_skipped(nb02):
-    gpt, params = loaded_small(nb02)
+    gpt, params = small_model_and_params(nb02)
     params["h.0.attn.bias"] = torch.ones(1, 1, 16, 16)
     params["h.0.attn.masked_bias"] = torch.tensor(-1e4)
     nb02.load_weights_into_gpt(gpt, params)
