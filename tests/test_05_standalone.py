@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from nbsupport import import_notebook
@@ -155,3 +156,41 @@ def test_loader_rejects_a_config_of_another_model(nb05, small):
     with pytest.raises(ValueError, match="param_config describes \\(n_layers, emb_dim\\) = \\(3, 64\\), "
                                          "the model has \\(2, 64\\)"):
         nb05.load_weights_into_llama(model, cfg, params)
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")  # deprecated, still the reference here
+def test_int8_weights_match_pytorchs_per_channel_quantization(nb05):
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        linear = torch.nn.Linear(96, 40, bias=False, dtype=dtype)
+        q = nb05.Int8Linear(linear)
+        assert q.weight.dtype == torch.int8 and q.scales.dtype == dtype
+        reference = torch.quantize_per_channel(linear.weight.detach().float(), q.scales.float(),
+                                               torch.zeros(40, dtype=torch.long), 0, torch.qint8)
+        assert torch.equal(q.weight, reference.int_repr())
+        x = torch.randn(2, 3, 96, dtype=dtype)
+        torch.testing.assert_close(q(x).float(), F.linear(x.float(), reference.dequantize()), rtol=2e-2, atol=2e-2)
+        # the GPU branch's formula computes the same product
+        torch.testing.assert_close(q(x), F.linear(x, q.weight.to(dtype)) * q.scales)
+
+
+def test_quantize_int8_replaces_every_linear_and_keeps_the_predictions(nb05, small):
+    model, _, cfg = small
+    bf16 = {**cfg, "dtype": torch.bfloat16}
+    with torch.device("meta"):
+        int8 = nb05.Llama3Model(bf16)
+    int8.load_state_dict({k: v.bfloat16() for k, v in model.state_dict().items()}, assign=True)
+    int8 = nb05.quantize_int8(int8).eval()
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
+    assert int8.tok_emb.weight.dtype == torch.bfloat16 and int8.out_head.weight.dtype == torch.int8
+    tokens = torch.randint(0, 257, (1, 64), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits, logits_int8 = model(tokens), int8(tokens).float()
+    assert ((logits_int8 - logits).norm() / logits.norm()).item() < 0.05
+    assert (logits.argmax(-1) == logits_int8.argmax(-1)).float().mean().item() >= 0.9
+    # generation works on it, and compiling the decode step changes nothing
+    prompt = tokens[:, :5]
+    eager = nb05.generate(int8, prompt, 24, cfg["context_length"], top_k=257)
+    compiled = nb05.compile_decode_step(torch.device("cpu"))
+    assert torch.equal(nb05.generate(int8, prompt, 24, cfg["context_length"], decode_step=compiled), eager)
+    assert nb05.weight_bytes(int8) < nb05.weight_bytes(model) / 3
