@@ -1,24 +1,29 @@
 """Batch-1 greedy decoding speed of the Llama 3.2 1B architecture, ours against other implementations.
 
-    python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--json PATH]
+    python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
+                                    [--json PATH] [--skip-load-check]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
 - notebook 05's model: no cache, KV cache, KV cache + torch.compile of the decode step;
 - the `llms-from-scratch` package's KV-cache Llama 3 (`pip install --no-deps llms-from-scratch`);
 - Hugging Face `transformers.LlamaForCausalLM.generate`;
+- an extra row: notebook 05's model with int8 weights (`quantize_int8`), compiled;
 - the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token.
 
 Decode speed excludes the prompt: for every implementation, t(n) is the time to generate n tokens,
-and decode tokens/s = (n - 1) / (t(n) - t(1)), after a warm-up run. Before timing, a reduced float32
-config with the same weights copied into every implementation must give identical greedy tokens, so
-the comparison is between models that compute the same thing. Finally a full-size checkpoint is
-written to disk and loaded the way notebook 05 does, in a child process, whose peak RSS is compared
-with the file size.
+and decode tokens/s = (n - 1) / (t(n) - t(1)). After one warm-up run each, the implementations are
+timed in turns for several rounds, so that the machine's drifts hit all of them alike, and each reports
+its best round (and the median). Before timing, a reduced float32 config with the same weights copied
+into every implementation must give identical greedy tokens, so the comparison is between models that
+compute the same thing; the int8 row reports instead how often it predicts the same next token as
+bfloat16. Finally a full-size checkpoint is written to disk and loaded the way notebook 05 does, in a
+child process, whose peak RSS is compared with the file size.
 """
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +95,10 @@ def lfs_from(ours, cfg):
 
 # --- the implementations, each as run(prompt, n) -> token ids -------------------------------------------
 
+COMPILED, LFS, HF = "ours, KV cache + compile", "llms-from-scratch KV cache", "transformers generate"
+INT8 = "ours, int8 weights + compile"
+
+
 def runners(ours, lfs, hf, cfg, device):
     compiled_step = nb05.compile_decode_step(device)
     ctx = cfg["context_length"]
@@ -105,9 +114,9 @@ def runners(ours, lfs, hf, cfg, device):
     return {
         "ours, no cache": lambda p, n: nb05.generate_without_cache(ours, p, n),
         "ours, KV cache": lambda p, n: nb05.generate(ours, p, n, ctx),
-        "ours, KV cache + compile": lambda p, n: nb05.generate(ours, p, n, ctx, decode_step=compiled_step),
-        "llms-from-scratch KV cache": lfs_run,
-        "transformers generate": hf_generate,
+        COMPILED: lambda p, n: nb05.generate(ours, p, n, ctx, decode_step=compiled_step),
+        LFS: lfs_run,
+        HF: hf_generate,
     }
 
 
@@ -164,15 +173,19 @@ def timed(run, prompt, n, device):
     return out, time.perf_counter() - start
 
 
-def measure(run, prompt, new_tokens, device, repeats=3):
-    """Best of `repeats` runs of 1 and of `new_tokens` tokens, after a warm-up run."""
-    with PeakMemory(device) as memory:  # what the mode adds, compilation and packed weights included
-        run(prompt, new_tokens)  # warm-up
-        t1 = min(timed(run, prompt, 1, device)[1] for _ in range(repeats))
-        runs = [timed(run, prompt, new_tokens, device) for _ in range(repeats)]
-    out, tn = min(runs, key=lambda r: r[1])
-    return {"tokens_per_s": (new_tokens - 1) / (tn - t1), "time_to_first_token_s": t1,
-            "peak_memory_bytes": memory.peak, "tokens": out[0, prompt.shape[1]:].tolist()}
+def warm_up(run, prompt, new_tokens, device):
+    """One untimed run, and the memory it takes: compilation and packed weights happen here."""
+    with PeakMemory(device) as memory:
+        run(prompt, new_tokens)
+    return memory.peak
+
+
+def decode_rate(run, prompt, new_tokens, device):
+    """Decode tokens/s of one run of `new_tokens` tokens, less the best of two runs of one token (the
+    prompt and the first token), and the tokens of that run."""
+    t1 = min(timed(run, prompt, 1, device)[1] for _ in range(2))
+    out, tn = timed(run, prompt, new_tokens, device)
+    return (new_tokens - 1) / (tn - t1), t1, out[0, prompt.shape[1]:].tolist()
 
 
 def read_bandwidth(device, n_bytes=2**31):
@@ -215,6 +228,27 @@ def load_peak_rss(params):
         return path.stat().st_size, int(child.stdout.split()[-1])
 
 
+def int8_agreement(ours, ours_int8, sequence):
+    """How often int8 weights predict the same next token as bf16 along `sequence` (teacher forcing), and
+    the relative error of their logits."""
+    with torch.inference_mode():
+        logits, logits_int8 = ours(sequence)[0].float(), ours_int8(sequence)[0].float()
+    agree = (logits.argmax(-1) == logits_int8.argmax(-1)).float().mean().item()
+    return agree, ((logits_int8 - logits).norm() / logits.norm()).item()
+
+
+def table(results, bandwidth, device):
+    memory = "peak memory MiB" if device.type == "cuda" else "RSS rise MiB (warm-up)"
+    lines = [f"| implementation | decode tokens/s | median | vs {LFS} | vs {HF} | % of roofline | first token ms | "
+             f"{memory} |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        tps = r["tokens_per_s"]
+        lines.append(f"| {name} | {tps:.2f} | {r['median_tokens_per_s']:.2f} | {tps / results[LFS]['tokens_per_s']:.2f}× | "
+                     f"{tps / results[HF]['tokens_per_s']:.2f}× | {100 * tps * r['weight_bytes'] / bandwidth:.0f}% | "
+                     f"{r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
+    return "\n".join(lines)
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 def main():
@@ -222,6 +256,7 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds; each implementation reports its best")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
     args = parser.parse_args()
@@ -236,40 +271,54 @@ def main():
     ours = ours_from(params, cfg)
     lfs = lfs_from(ours, cfg)
     ours, lfs, hf = ours.to(device), lfs.to(device), hf.to(device)
-    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())  # tied head counted once
-    bandwidth = read_bandwidth(device)
-    roofline = bandwidth / weight_bytes
+    weight_bytes = nb05.weight_bytes(ours)  # the tied head counted once
     prompt = torch.randint(0, 128_000, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1)).to(device)
 
-    results = {}
-    for name, run in runners(ours, lfs, hf, cfg, device).items():
-        results[name] = measure(run, prompt, args.new_tokens, device)
-        print(f"  measured {name}: {results[name]['tokens_per_s']:.2f} tokens/s", flush=True)
+    runs = runners(ours, lfs, hf, cfg, device)
+    ours_int8 = nb05.quantize_int8(ours_from(params, cfg)).to(device)
+    int8_step = nb05.compile_decode_step(device)
+    runs[INT8] = lambda p, n: nb05.generate(ours_int8, p, n, cfg["context_length"], decode_step=int8_step)
+    int8_bytes = nb05.weight_bytes(ours_int8)
+
+    # Warm up every implementation, then time them in turns, so that a slow phase of the machine (its
+    # speed drifts by tens of percent) hits all of them alike; each reports its best round.
+    memory = {name: warm_up(run, prompt, args.new_tokens, device) for name, run in runs.items()}
+    bandwidths, rounds = [], []
+    for i in range(args.rounds):
+        bandwidths.append(read_bandwidth(device))
+        rounds.append({name: decode_rate(run, prompt, args.new_tokens, device) for name, run in runs.items()})
+        print(f"  round {i + 1}/{args.rounds}: read bandwidth {bandwidths[-1] / 1e9:.1f} GB/s; tokens/s "
+              + ", ".join(f"{name} {r[0]:.2f}" for name, r in rounds[-1].items()), flush=True)
+    bandwidth = max(bandwidths)
+    results = {name: {"tokens_per_s": max(r[name][0] for r in rounds),
+                      "median_tokens_per_s": statistics.median(r[name][0] for r in rounds),
+                      "time_to_first_token_s": min(r[name][1] for r in rounds),
+                      "peak_memory_bytes": memory[name],
+                      "weight_bytes": int8_bytes if name == INT8 else weight_bytes,
+                      "tokens": rounds[-1][name][2]} for name in runs}
     reference_tokens = results["ours, no cache"]["tokens"]
     same = {name: r["tokens"] == reference_tokens for name, r in results.items()}
+    agree, rel_err = int8_agreement(ours, ours_int8, torch.cat([prompt[0], torch.tensor(reference_tokens)])[None])
 
-    best = results["ours, KV cache + compile"]["tokens_per_s"]
-    lfs_tps = results["llms-from-scratch KV cache"]["tokens_per_s"]
-    hf_tps = results["transformers generate"]["tokens_per_s"]
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nLlama 3.2 1B architecture, bf16, batch 1, greedy, {args.prompt_tokens}-token prompt, "
-          f"{args.new_tokens} new tokens, {where}")
-    print(f"weights read per token: {weight_bytes / 1e9:.2f} GB; measured read bandwidth {bandwidth / 1e9:.1f} GB/s; "
-          f"roofline {roofline:.1f} tokens/s\n")
-    memory = "peak memory MiB" if device.type == "cuda" else "RSS rise MiB (incl. warm-up)"
-    print(f"| implementation | decode tokens/s | vs llms-from-scratch | vs transformers | % of roofline | "
-          f"first token ms | {memory} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, r in results.items():
-        tps = r["tokens_per_s"]
-        print(f"| {name} | {tps:.2f} | {tps / lfs_tps:.2f}× | {tps / hf_tps:.2f}× | {100 * tps / roofline:.0f}% | "
-              f"{r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
+    print(f"\nLlama 3.2 1B architecture, batch 1, greedy, {args.prompt_tokens}-token prompt, "
+          f"{args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
+    print(f"weights read per token: {weight_bytes / 1e9:.2f} GB in bf16, {int8_bytes / 1e9:.2f} GB with int8 weights; "
+          f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline {bandwidth / weight_bytes:.1f} tokens/s "
+          f"(int8: {bandwidth / int8_bytes:.1f})\n")
+    print(table(results, bandwidth, device))
     print(f"\nsame greedy tokens as 'ours, no cache': {same}")
-    print(f"targets: compiled ≥ 2.0× llms-from-scratch: {best / lfs_tps:.2f}×; ≥ 1.6× transformers: {best / hf_tps:.2f}×")
+    print(f"int8 weights: same next token as bf16 at {agree:.0%} of {len(reference_tokens) + args.prompt_tokens} "
+          f"positions; logits relative error {rel_err:.1%}")
+    ratios = {peer: [r[COMPILED][0] / r[peer][0] for r in rounds] for peer in (LFS, HF)}
+    for peer, target in ((LFS, 2.0), (HF, 1.6)):
+        best = results[COMPILED]["tokens_per_s"] / results[peer]["tokens_per_s"]
+        print(f"target: compiled ≥ {target}× {peer}: {best:.2f}× (best of each); within a round "
+              f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
 
     load = None
     if not args.skip_load_check:
-        del hf, lfs, ours
+        del hf, lfs, ours, ours_int8, runs
         file_bytes, peak = load_peak_rss(params)
         load = {"file_bytes": file_bytes, "peak_rss_bytes": peak, "ratio": peak / file_bytes}
         print(f"loading a full-size checkpoint of {file_bytes / 1e9:.2f} GB: peak RSS {peak / 1e9:.2f} GB "
@@ -279,9 +328,11 @@ def main():
         args.json.write_text(json.dumps({
             "device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "weight_bytes": weight_bytes,
-            "read_bandwidth_bytes_per_s": bandwidth, "roofline_tokens_per_s": roofline,
+            "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
+            "roofline_tokens_per_s": bandwidth / weight_bytes,
             "results": {k: {m: v for m, v in r.items() if m != "tokens"} for k, r in results.items()},
-            "same_tokens": same, "load": load}, indent=2))
+            "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
+            "compiled_vs_peer_per_round": ratios, "load": load}, indent=2))
 
 
 if __name__ == "__main__":
