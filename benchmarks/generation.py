@@ -228,6 +228,25 @@ def load_peak_rss(params):
         return path.stat().st_size, int(child.stdout.split()[-1])
 
 
+def time_in_turns(runs, prompt, new_tokens, device, n_rounds):
+    """Warm up every implementation, then time them in turns, so that a slow phase of the machine (its
+    speed drifts by tens of percent) hits all of them alike. Each reports its best round and its median;
+    also returns every round's (tokens/s, first token s, tokens), and the best read bandwidth measured."""
+    memory = {name: warm_up(run, prompt, new_tokens, device) for name, run in runs.items()}
+    bandwidths, rounds = [], []
+    for i in range(n_rounds):
+        bandwidths.append(read_bandwidth(device))
+        rounds.append({name: decode_rate(run, prompt, new_tokens, device) for name, run in runs.items()})
+        print(f"  round {i + 1}/{n_rounds}: read bandwidth {bandwidths[-1] / 1e9:.1f} GB/s; tokens/s "
+              + ", ".join(f"{name} {r[0]:.2f}" for name, r in rounds[-1].items()), flush=True)
+    results = {name: {"tokens_per_s": max(r[name][0] for r in rounds),
+                      "median_tokens_per_s": statistics.median(r[name][0] for r in rounds),
+                      "time_to_first_token_s": min(r[name][1] for r in rounds),
+                      "peak_memory_bytes": memory[name],
+                      "tokens": rounds[-1][name][2]} for name in runs}
+    return results, rounds, max(bandwidths)
+
+
 def int8_agreement(ours, ours_int8, sequence):
     """How often int8 weights predict the same next token as bf16 along `sequence` (teacher forcing), and
     the relative error of their logits."""
@@ -280,25 +299,12 @@ def main():
     runs[INT8] = lambda p, n: nb05.generate(ours_int8, p, n, cfg["context_length"], decode_step=int8_step)
     int8_bytes = nb05.weight_bytes(ours_int8)
 
-    # Warm up every implementation, then time them in turns, so that a slow phase of the machine (its
-    # speed drifts by tens of percent) hits all of them alike; each reports its best round.
-    memory = {name: warm_up(run, prompt, args.new_tokens, device) for name, run in runs.items()}
-    bandwidths, rounds = [], []
-    for i in range(args.rounds):
-        bandwidths.append(read_bandwidth(device))
-        rounds.append({name: decode_rate(run, prompt, args.new_tokens, device) for name, run in runs.items()})
-        print(f"  round {i + 1}/{args.rounds}: read bandwidth {bandwidths[-1] / 1e9:.1f} GB/s; tokens/s "
-              + ", ".join(f"{name} {r[0]:.2f}" for name, r in rounds[-1].items()), flush=True)
-    bandwidth = max(bandwidths)
-    results = {name: {"tokens_per_s": max(r[name][0] for r in rounds),
-                      "median_tokens_per_s": statistics.median(r[name][0] for r in rounds),
-                      "time_to_first_token_s": min(r[name][1] for r in rounds),
-                      "peak_memory_bytes": memory[name],
-                      "weight_bytes": int8_bytes if name == INT8 else weight_bytes,
-                      "tokens": rounds[-1][name][2]} for name in runs}
+    results, rounds, bandwidth = time_in_turns(runs, prompt, args.new_tokens, device, args.rounds)
+    for name, r in results.items():
+        r["weight_bytes"] = int8_bytes if name == INT8 else weight_bytes
     reference_tokens = results["ours, no cache"]["tokens"]
     same = {name: r["tokens"] == reference_tokens for name, r in results.items()}
-    agree, rel_err = int8_agreement(ours, ours_int8, torch.cat([prompt[0], torch.tensor(reference_tokens)])[None])
+    agree, rel_err = int8_agreement(ours, ours_int8, torch.tensor([prompt[0].tolist() + reference_tokens], device=device))
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nLlama 3.2 1B architecture, batch 1, greedy, {args.prompt_tokens}-token prompt, "
