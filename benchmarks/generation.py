@@ -41,7 +41,6 @@ from llms_from_scratch.kv_cache.generate import generate_text_simple as lfs_gene
 from safetensors.torch import save_file  # noqa: E402
 
 from nbsupport import import_notebook  # noqa: E402
-from nbsupport.memory import PeakRSS  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 nb05 = import_notebook("05-standalone-llama32.ipynb")
@@ -139,43 +138,17 @@ def check_same_tokens(device, new_tokens=16):
 
 # --- measurements --------------------------------------------------------------------------------------
 
-class PeakMemory:
-    """CUDA: allocator peak (weights included). CPU: rise of the process's RSS (nbsupport.memory)."""
-
-    def __init__(self, device):
-        self.device = device
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            self.rss = PeakRSS().__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self.rss.__exit__(*exc)
-            self.peak = self.rss.peak
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(run, prompt, n, device):
-    sync(device)
+    nb05.sync(device)
     start = time.perf_counter()
     out = run(prompt, n)
-    sync(device)
+    nb05.sync(device)
     return out, time.perf_counter() - start
 
 
 def warm_up(run, prompt, new_tokens, device):
     """One untimed run, and the memory it takes: compilation and packed weights happen here."""
-    with PeakMemory(device) as memory:
+    with nb05.PeakMemory(device) as memory:  # CUDA: allocator peak; CPU: rise of the RSS
         run(prompt, new_tokens)
     return memory.peak
 
@@ -247,15 +220,6 @@ def time_in_turns(runs, prompt, new_tokens, device, n_rounds):
     return results, rounds, max(bandwidths)
 
 
-def int8_agreement(ours, ours_int8, sequence):
-    """How often int8 weights predict the same next token as bf16 along `sequence` (teacher forcing), and
-    the relative error of their logits."""
-    with torch.inference_mode():
-        logits, logits_int8 = ours(sequence)[0].float(), ours_int8(sequence)[0].float()
-    agree = (logits.argmax(-1) == logits_int8.argmax(-1)).float().mean().item()
-    return agree, ((logits_int8 - logits).norm() / logits.norm()).item()
-
-
 def table(results, bandwidth, device):
     memory = "peak memory MiB" if device.type == "cuda" else "RSS rise MiB (warm-up)"
     lines = [f"| implementation | decode tokens/s | median | vs {LFS} | vs {HF} | % of roofline | first token ms | "
@@ -304,7 +268,8 @@ def main():
         r["weight_bytes"] = int8_bytes if name == INT8 else weight_bytes
     reference_tokens = results["ours, no cache"]["tokens"]
     same = {name: r["tokens"] == reference_tokens for name, r in results.items()}
-    agree, rel_err = int8_agreement(ours, ours_int8, torch.tensor([prompt[0].tolist() + reference_tokens], device=device))
+    sequence = torch.tensor([prompt[0].tolist() + reference_tokens], device=device)
+    agree, rel_err = nb05.compare_predictions(ours, ours_int8, sequence)
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nLlama 3.2 1B architecture, batch 1, greedy, {args.prompt_tokens}-token prompt, "
@@ -314,7 +279,7 @@ def main():
           f"(int8: {bandwidth / int8_bytes:.1f})\n")
     print(table(results, bandwidth, device))
     print(f"\nsame greedy tokens as 'ours, no cache': {same}")
-    print(f"int8 weights: same next token as bf16 at {agree:.0%} of {len(reference_tokens) + args.prompt_tokens} "
+    print(f"int8 weights: same next token as bf16 at {agree:.0%} of {sequence.shape[1]} "
           f"positions; logits relative error {rel_err:.1%}")
     ratios = {peer: [r[COMPILED][0] / r[peer][0] for r in rounds] for peer in (LFS, HF)}
     for peer, target in ((LFS, 2.0), (HF, 1.6)):
