@@ -1,7 +1,7 @@
 """Batch-1 greedy decoding speed of the Llama 3.2 1B architecture, ours against other implementations.
 
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
-                                    [--json PATH] [--skip-load-check]
+                                    [--json PATH] [--skip-load-check] [--reduced]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -55,7 +55,7 @@ def hf_model(cfg):
         vocab_size=cfg["vocab_size"], hidden_size=cfg["emb_dim"], intermediate_size=cfg["hidden_dim"],
         num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
         num_key_value_heads=cfg["n_kv_groups"], max_position_embeddings=cfg["context_length"],
-        rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=cfg["rope_base"],
+        rms_norm_eps=cfg["norm_eps"], tie_word_embeddings=True, rope_theta=cfg["rope_base"],
         rope_scaling={"rope_type": "llama3", "factor": rope["factor"], "low_freq_factor": rope["low_freq_factor"],
                       "high_freq_factor": rope["high_freq_factor"],
                       "original_max_position_embeddings": rope["original_context_length"]})
@@ -173,7 +173,7 @@ def read_bandwidth(device, n_bytes=2**31):
     int8 = torch.ones(n_bytes, dtype=torch.int8, device=device)
     rates.append(n_bytes / best_of(int8.amax))
     del int8
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():  # AVX-512 or AVX-NE-CONVERT CPUs
         weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(n_bytes // 2 // 2048, 2048, dtype=torch.bfloat16), 1)
         x = torch.ones(1, 2048, dtype=torch.bfloat16)
         rates.append(n_bytes / best_of(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")))
@@ -182,21 +182,22 @@ def read_bandwidth(device, n_bytes=2**31):
 
 def load_peak_rss(params):
     """Write `params` as model.safetensors, load it in a fresh child process as notebook 05 does, run one
-    forward pass (which reads every weight), and return (file size, the child's peak RSS)."""
+    forward pass (which reads every weight), and return (file size, the child's peak RSS, sampled with
+    psutil every 2 ms)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"
         save_file(params, path, metadata={"format": "pt"})
         code = (f"import sys, torch; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
                 "from safetensors.torch import load_file\n"
                 "from nbsupport import import_notebook\n"
+                "from nbsupport.memory import PeakRSS\n"
                 "nb05 = import_notebook('05-standalone-llama32.ipynb')\n"
                 "cfg = nb05.LLAMA32_CONFIG_1B\n"
-                "with torch.device('meta'):\n    model = nb05.Llama3Model(cfg)\n"
-                f"nb05.load_weights_into_llama(model, cfg, load_file({str(path)!r}))\n"
-                "with torch.inference_mode():\n    model(torch.tensor([[128000, 791]]))\n"
-                # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still counts the parent's memory
-                "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-                "print(int(hwm.split()[1]) * 1024)\n")
+                "with PeakRSS() as memory:\n"
+                "    with torch.device('meta'):\n        model = nb05.Llama3Model(cfg)\n"
+                f"    nb05.load_weights_into_llama(model, cfg, load_file({str(path)!r}))\n"
+                "    with torch.inference_mode():\n        model(torch.tensor([[128000, 791]]))\n"
+                "print(memory.peak_rss)\n")
         child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         return path.stat().st_size, int(child.stdout.split()[-1])
 
@@ -232,6 +233,9 @@ def table(results, bandwidth, device):
     return "\n".join(lines)
 
 
+REDUCED = {"emb_dim": 256, "n_heads": 8, "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 512}
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 def main():
@@ -242,13 +246,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds; each implementation reports its best")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
+    parser.add_argument("--reduced", action="store_true",
+                        help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
     args = parser.parse_args()
     device = torch.device(args.device)
 
     n = check_same_tokens(device)
     print(f"correctness: {n} implementations produce the same greedy tokens (reduced fp32 config)", flush=True)
 
-    cfg = nb05.LLAMA32_CONFIG_1B
+    cfg = {**nb05.LLAMA32_CONFIG_1B, **(REDUCED if args.reduced else {})}
     hf = hf_model(cfg)
     params = hub_params(hf)
     ours = ours_from(params, cfg)
@@ -272,7 +278,7 @@ def main():
     agree, rel_err = nb05.compare_predictions(ours, ours_int8, sequence)
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nLlama 3.2 1B architecture, batch 1, greedy, {args.prompt_tokens}-token prompt, "
+    print(f"\nLlama 3.2 1B architecture{' (reduced)' if args.reduced else ''}, batch 1, greedy, {args.prompt_tokens}-token prompt, "
           f"{args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
     print(f"weights read per token: {weight_bytes / 1e9:.2f} GB in bf16, {int8_bytes / 1e9:.2f} GB with int8 weights; "
           f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline {bandwidth / weight_bytes:.1f} tokens/s "
@@ -288,7 +294,7 @@ def main():
               f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
 
     load = None
-    if not args.skip_load_check:
+    if not (args.skip_load_check or args.reduced):
         del hf, lfs, ours, ours_int8, runs
         file_bytes, peak = load_peak_rss(params)
         load = {"file_bytes": file_bytes, "peak_rss_bytes": peak, "ratio": peak / file_bytes}
@@ -297,7 +303,7 @@ def main():
 
     if args.json:
         args.json.write_text(json.dumps({
-            "device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": device.type, "device_name": where, "reduced": args.reduced, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "weight_bytes": weight_bytes,
             "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
             "roofline_tokens_per_s": bandwidth / weight_bytes,

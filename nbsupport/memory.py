@@ -1,17 +1,14 @@
 """Measure the peak resident memory (RSS) of this process while a block of code runs."""
 
-import os
 import threading
 import time
 
+import psutil
+
 
 def current_rss():
-    """Resident memory of this process in bytes (Linux; 0 where /proc is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
+    """Resident memory of this process in bytes (Linux, macOS and Windows)."""
+    return psutil.Process().memory_info().rss
 
 
 class PeakRSS:

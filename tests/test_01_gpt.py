@@ -87,12 +87,26 @@ def test_long_prompt_is_cropped_to_context(nb01, tiny_gpt):
     ({"top_k": 0}, "top_k"),
     ({"top_k": 98}, "top_k"),
     ({"temperature": -0.5}, "temperature"),
+    ({"temperature": float("nan")}, "temperature must be a finite number >= 0 \\(0 means greedy\\), got nan"),
+    ({"temperature": float("inf")}, "temperature must be a finite number"),
     ({"max_new_tokens": -1}, "max_new_tokens"),
 ])
 def test_bad_sampling_arguments_raise(nb01, tiny_gpt, kwargs, name):
     args = {"max_new_tokens": 3, "context_size": 32, **kwargs}
     with pytest.raises(ValueError, match=name):
         nb01.generate(tiny_gpt, torch.tensor([[1]]), **args)
+
+
+@pytest.mark.parametrize("idx, message", [
+    (torch.zeros(1, 0, dtype=torch.long), "the prompt is empty"),
+    (torch.tensor([1, 2]), "token ids must be a tensor of shape \\(batch, seq\\), got torch.Size\\(\\[2\\]\\); "
+                           "for a single prompt use ids.unsqueeze\\(0\\)"),
+    (torch.tensor([[1.0, 2.0]]), "token ids must be integers, got torch.float32"),
+    (torch.tensor([[3, 97]]), "token ids must be in \\[0, 97\\), got ids from 3 to 97; was the prompt encoded"),
+])
+def test_bad_prompts_raise(nb01, tiny_gpt, idx, message):
+    with pytest.raises(ValueError, match=message):
+        nb01.generate(tiny_gpt, idx, max_new_tokens=3, context_size=32)
 
 
 def test_dataset_targets_are_inputs_shifted_by_one(nb01):

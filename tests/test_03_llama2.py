@@ -141,8 +141,16 @@ def test_llama2_7b_parameter_count(nb03):
     with torch.device("meta"):
         model = nb03.Llama2Model(nb03.LLAMA2_CONFIG_7B)
     assert sum(p.numel() for p in model.parameters()) == 6_738_415_616
-    assert nb03.llama2_config({"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32}, 32000) == \
-        nb03.LLAMA2_CONFIG_7B
+    params_json = {"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}
+    assert nb03.llama2_config(params_json, 32000) == nb03.LLAMA2_CONFIG_7B
+
+
+def test_norm_eps_comes_from_params_json(nb03):
+    cfg = nb03.llama2_config({**PARAM_CONFIG, "norm_eps": 1e-6}, 113, context_length=64, dtype=torch.float32)
+    with torch.device("meta"):
+        model = nb03.Llama2Model(cfg)
+    norms = [m for m in model.modules() if isinstance(m, nb03.RMSNorm)]
+    assert len(norms) == 2 * PARAM_CONFIG["n_layers"] + 1 and {m.eps for m in norms} == {1e-6}
 
 
 def snapshot(model):

@@ -105,7 +105,9 @@ def test_top_k_sampling_stays_in_the_top_k(nb05, small):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
-    ({"temperature": -1.0}, "temperature must be >= 0"),
+    ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+    ({"temperature": float("nan")}, "temperature must be a finite number >= 0 \\(0 means greedy\\), got nan"),
+    ({"temperature": float("inf")}, "temperature must be a finite number >= 0"),
     ({"top_k": 0}, "top_k must be None or between 1 and the vocabulary size \\(257\\)"),
     ({"top_k": 258}, "top_k"),
     ({"max_new_tokens": 250}, "prompt \\(10 tokens\\) \\+ max_new_tokens \\(250\\) exceeds the context size \\(256\\)"),
@@ -115,6 +117,29 @@ def test_generate_rejects_bad_arguments(nb05, small, kwargs, message):
     args = {"max_new_tokens": 5, "context_size": cfg["context_length"], **kwargs}
     with pytest.raises(ValueError, match=message):
         nb05.generate(model, torch.zeros(1, 10, dtype=torch.long), **args)
+
+
+@pytest.mark.parametrize("idx, message", [
+    (torch.zeros(1, 0, dtype=torch.long), "the prompt is empty: give at least one token"),
+    (torch.tensor([1, 2, 3]), "token ids must be a tensor of shape \\(batch, seq\\), got torch.Size\\(\\[3\\]\\); "
+                              "for a single prompt use ids.unsqueeze\\(0\\)"),
+    ([[1, 2, 3]], "token ids must be a tensor of shape \\(batch, seq\\), got <class 'list'>"),
+    (torch.tensor([[1.0, 2.0]]), "token ids must be integers, got torch.float32; convert them with .long\\(\\)"),
+    (torch.tensor([[1, 257]]), "token ids must be in \\[0, 257\\), got ids from 1 to 257; was the prompt encoded"),
+    (torch.tensor([[-1, 2]]), "token ids must be in \\[0, 257\\), got ids from -1 to 2"),
+])
+def test_generate_and_model_reject_bad_prompts(nb05, small, idx, message):
+    model, _, cfg = small
+    with pytest.raises(ValueError, match=message):
+        nb05.generate(model, idx, 5, cfg["context_length"])
+    with pytest.raises(ValueError, match=message):
+        model(idx)
+
+
+def test_cacheless_forward_longer_than_the_context_is_refused(small):
+    model, _, cfg = small
+    with pytest.raises(ValueError, match="input has 257 tokens, more than the context length \\(256\\); crop it"):
+        model(torch.zeros(1, 257, dtype=torch.long))
 
 
 def test_loader_is_strict(nb05, small):
@@ -146,6 +171,24 @@ def test_notebook_imports_nothing_from_the_repository():
         if origin.is_absolute():  # not "built-in" or "frozen"
             assert REPO_ROOT not in origin.resolve().parents, f"{name} comes from the repository"
     assert "files(\"llama_models\")" in source  # the offline tokenizer comes from a pip package
+
+
+def test_config_comes_from_config_json(nb05, tmp_path):
+    hf = {"vocab_size": 300, "max_position_embeddings": 512, "hidden_size": 64, "num_attention_heads": 4,
+          "num_hidden_layers": 2, "intermediate_size": 96, "num_key_value_heads": 2, "rope_theta": 500000.0,
+          "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+          "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 8192}}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    cfg = nb05.llama32_config(tmp_path, torch.float32)
+    assert cfg == {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 300, "context_length": 512, "emb_dim": 64, "n_heads": 4,
+                   "n_layers": 2, "hidden_dim": 96, "n_kv_groups": 2, "norm_eps": 1e-6, "dtype": torch.float32}
+    with torch.device("meta"):
+        model = nb05.Llama3Model(cfg)
+    assert {m.eps for m in model.modules() if isinstance(m, nb05.RMSNorm)} == {1e-6}
+    (tmp_path / "config.json").write_text(json.dumps({**hf, "tie_word_embeddings": False}))
+    with pytest.raises(ValueError, match="config.json is not a Llama 3.2 1B/3B configuration"):
+        nb05.llama32_config(tmp_path, torch.float32)
 
 
 def test_loader_rejects_a_config_of_another_model(nb05, small):

@@ -1,6 +1,7 @@
 """The offline asset layer, the tokenizer files and notebook imports."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,21 @@ def test_stand_ins_of_different_sizes_do_not_share_a_folder():
 def test_every_notebooks_definitions_import(notebook):
     module = import_notebook(notebook)
     assert any(isinstance(v, type) for v in vars(module).values())  # it defines classes
+
+
+def test_notebook_kernels_see_no_gpu_but_the_test_process_keeps_it():
+    """Strict nbval compares the CPU path's outputs, so the kernels that run the notebooks must take the CPU
+    path on a GPU machine too (conftest.py entered nbsupport.offline's environment)."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")  # the name every notebook's metadata asks for
+    try:
+        out = []
+        kc.execute_interactive("import os, torch; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), "
+                               "torch.cuda.is_available())",
+                               output_hook=lambda msg: out.append(msg["content"].get("text", "")), timeout=120)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "".join(out).split() == ["''", "False"]
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") != ""  # the pytest process is not hidden from its GPU

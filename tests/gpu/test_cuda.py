@@ -1,0 +1,98 @@
+"""The CUDA branches of the notebooks and the benchmark. They run wherever PyTorch sees a CUDA GPU and
+are skipped elsewhere; the notebooks' own cells always run on the CPU under the tests (see
+nbsupport.offline), so these tests are what covers the GPU code."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nbsupport import import_notebook
+from nbsupport.notebooks import REPO_ROOT
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def nb05():
+    return import_notebook("05-standalone-llama32.ipynb")
+
+
+def small_llama(nb05, dtype, seed=0):
+    """A narrow Llama 3.2 with random weights (larger than default init, so the logits are not near-ties)."""
+    cfg = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 1024, "context_length": 512, "emb_dim": 256, "n_heads": 8,
+           "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 512, "dtype": dtype}
+    torch.manual_seed(seed)
+    model = nb05.Llama3Model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08 if p.ndim == 2 else 1.0)
+    return model.to(CUDA).eval(), cfg
+
+
+def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
+    from torch._dynamo.utils import counters
+    from torch._inductor import cudagraph_trees
+
+    model, cfg = small_llama(nb05, torch.bfloat16)
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 12), generator=torch.Generator().manual_seed(1)).to(CUDA)
+    eager = nb05.generate(model, prompt, 32, cfg["context_length"])
+    torch._dynamo.reset()
+    counters.clear()
+    step = nb05.compile_decode_step(CUDA)
+    compiled = [nb05.generate(model, prompt, 32, cfg["context_length"], decode_step=step) for _ in range(2)]
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    manager = cudagraph_trees.get_manager(CUDA.index or torch.cuda.current_device(), create_if_none_exists=False)
+    assert manager is not None and sum(len(nodes) for nodes in manager.roots.values()) >= 1, "no CUDA graph was recorded"
+    assert torch.equal(compiled[0], eager) and torch.equal(compiled[1], eager)
+
+
+def test_int8_linear_on_cuda_equals_the_dequantized_layer(nb05):
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        linear = torch.nn.Linear(512, 384, bias=False, dtype=dtype, device=CUDA)
+        q = nb05.Int8Linear(linear)
+        x = torch.randn(2, 5, 512, dtype=dtype, device=CUDA)
+        dequantized = q.weight.float() * q.scales.float()[:, None]
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(q(x).float(), F.linear(x.float(), dequantized), rtol=tol, atol=tol)
+
+
+def test_compiled_int8_decoding_on_cuda(nb05):
+    model, cfg = small_llama(nb05, torch.float32)
+    int8 = nb05.quantize_int8(model)
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 8), generator=torch.Generator().manual_seed(2)).to(CUDA)
+    eager = nb05.generate(int8, prompt, 24, cfg["context_length"])
+    step = nb05.compile_decode_step(CUDA)
+    assert torch.equal(nb05.generate(int8, prompt, 24, cfg["context_length"], decode_step=step), eager)
+
+
+def test_benchmark_script_runs_on_cuda(tmp_path):
+    pytest.importorskip("llms_from_scratch", reason="pip install --no-deps llms-from-scratch (see README)")
+    out = tmp_path / "cuda.json"
+    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "generation.py"), "--device", "cuda", "--reduced",
+                    "--rounds", "2", "--new-tokens", "8", "--json", str(out)], check=True, timeout=900)
+    result = json.loads(out.read_text())
+    assert result["device"] == "cuda" and result["reduced"]
+    assert all(r["tokens_per_s"] > 0 for r in result["results"].values())
+
+
+def test_gpt_124m_trains_on_cuda():
+    nb01 = import_notebook("01-gpt-from-scratch.ipynb")
+    torch.manual_seed(123)
+    model = nb01.GPTModel(nb01.GPT_CONFIG_124M).to(CUDA).train()
+    tokens = torch.randint(0, 50257, (4, 129), generator=torch.Generator().manual_seed(0))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = nb01.calc_loss_batch(inputs, targets, model, CUDA)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0, losses

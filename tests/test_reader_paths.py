@@ -1,0 +1,170 @@
+"""Every model choice a reader can make, on the online path: the notebooks run against replicas of the
+real Hub repositories (tests/replicas.py) placed in a temporary Hub cache, as if the reader had
+downloaded them. Each run must raise nothing, print no stand-in message, and load the replica's
+weights (the printed parameter count is the replica's)."""
+
+import math
+import os
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+from safetensors import safe_open
+
+import replicas
+from nbsupport.notebooks import REPO_ROOT
+from nbsupport.standins import train_llama2_style_tokenizer
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory):
+    """A Hub cache holding the replica of every repository the notebooks can load."""
+    home = tmp_path_factory.mktemp("reader-hf-home")
+    tokenizer = home / "llama2-tokenizer.model"
+    train_llama2_style_tokenizer(tokenizer)
+    for repo_id in replicas.ALL_REPOS:
+        replicas.write_replica(home / "hub", repo_id, llama2_tokenizer=tokenizer)
+    return home
+
+
+def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None):
+    """Execute notebook `name` from the repository root with the Hub cache `hf_home` (offline), with the
+    cell `code` inserted after the cell containing `insert_after`, up to the cell containing
+    `stop_after`. Returns everything the cells printed."""
+    nb = nbformat.read(REPO_ROOT / name, as_version=4)
+    index = lambda text: next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and text in c.source)
+    if stop_after is not None:
+        nb.cells = nb.cells[:index(stop_after) + 1]
+    if code is not None:
+        nb.cells.insert(index(insert_after) + 1, nbformat.v4.new_code_cell(code))
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute(env=env)
+    return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+
+
+def replica_numel(hf_home, repo_id, suffix, skip=()):
+    """Number of weights in the replica's files ending in `suffix`, less the tensors named `*skip`."""
+    n = 0
+    for path in replicas.snapshot_folder(hf_home / "hub", repo_id).glob(f"*{suffix}"):
+        if suffix == ".safetensors":
+            with safe_open(path, "pt") as f:
+                n += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.endswith(skip))
+        else:
+            n += sum(t.numel() for k, t in torch.load(path, weights_only=True).items() if not k.endswith(skip))
+    return n
+
+
+@pytest.mark.parametrize("choice, repo_id", [
+    ("gpt2-small (124M)", "openai-community/gpt2"),
+    ("gpt2-medium (355M)", "openai-community/gpt2-medium"),
+    ("gpt2-large (774M)", "openai-community/gpt2-large"),
+    ("gpt2-xl (1558M)", "openai-community/gpt2-xl"),
+])
+def test_02_loads_every_gpt2_size(hf_home, choice, repo_id):
+    s = replicas.GPT2_SHRUNK
+    shrink = (f"MODEL_CONFIGS = {{name: {{**c, 'emb_dim': {s['n_embd']}, 'n_layers': {s['n_layer']}, "
+              f"'n_heads': {s['n_head']}}} for name, c in MODEL_CONFIGS.items()}}\nCHOOSE_MODEL = {choice!r}")
+    out = run_notebook("02-load-gpt2-weights.ipynb", hf_home, insert_after="CHOOSE_MODEL =", code=shrink)
+    assert "stand-in" not in out
+    assert repo_id + "\n" in out.split("our config")[0]  # the table of sizes names the repository
+    assert f"unique parameters: {replica_numel(hf_home, repo_id, '.safetensors', skip=('.attn.bias',)):,};" in out
+    assert "greedy tokens identical" in out
+
+
+def test_03_loads_llama2_and_its_chat_model(hf_home):
+    out = run_notebook("03-gpt-to-llama2.ipynb", hf_home)
+    assert "stand-in" not in out
+    n = replica_numel(hf_home, "meta-llama/Llama-2-7b", ".pth", skip=("rope.freqs",))
+    assert f"loaded {n:,} parameters" in out
+    n_chat = replica_numel(hf_home, "meta-llama/Llama-2-7b-chat", ".pth", skip=("rope.freqs",))
+    assert f"chat model: loaded {n_chat:,} parameters" in out
+
+
+def test_04_loads_llama32_1b_and_instruct(hf_home):
+    out = run_notebook("04-llama2-to-llama3.ipynb", hf_home)
+    assert "stand-in" not in out
+    assert f"{replica_numel(hf_home, 'meta-llama/Llama-3.2-1B', '.safetensors'):,} unique parameters" in out
+    assert "What do llamas eat?\n->" in out
+
+
+@pytest.mark.parametrize("model", ["1B", "3B"])
+@pytest.mark.parametrize("instruct", [False, True])
+def test_05_loads_llama32_1b_and_3b_base_and_instruct(hf_home, model, instruct):
+    repo_id = f"meta-llama/Llama-3.2-{model}" + ("-Instruct" if instruct else "")
+    out = run_notebook("05-standalone-llama32.ipynb", hf_home, insert_after='MODEL = "1B"',
+                       code=f"MODEL, INSTRUCT = {model!r}, {instruct}", stop_after="same 24 greedy tokens")
+    assert "stand-in" not in out
+    assert f"loaded {replica_numel(hf_home, repo_id, '.safetensors'):,} parameters" in out
+    assert "same 24 greedy tokens with and without the cache" in out
+
+
+def test_replicas_have_the_real_layout(hf_home):
+    hub = hf_home / "hub"
+    names = lambda repo: sorted(str(p.relative_to(replicas.snapshot_folder(hub, repo)))
+                                for p in replicas.snapshot_folder(hub, repo).rglob("*") if p.is_file())
+    assert (hub / "models--meta-llama--Llama-3.2-3B" / "refs" / "main").read_text() == replicas.COMMIT
+    assert names("meta-llama/Llama-3.2-3B") == [
+        "LICENSE.txt", "README.md", "USE_POLICY.md", "config.json", "generation_config.json",
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+        "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert "model.safetensors" in names("meta-llama/Llama-3.2-1B")
+    assert names("meta-llama/Llama-2-7b") == ["checklist.chk", "consolidated.00.pth", "params.json",
+                                              "tokenizer.model", "tokenizer_checklist.chk"]
+    with safe_open(replicas.snapshot_folder(hub, "meta-llama/Llama-3.2-1B") / "model.safetensors", "pt") as f:
+        assert "lm_head.weight" not in f.keys() and f.get_tensor("model.norm.weight").dtype == torch.bfloat16
+    with safe_open(replicas.snapshot_folder(hub, "openai-community/gpt2") / "model.safetensors", "pt") as f:
+        assert f.get_tensor("h.1.attn.bias").shape == (1, 1, 1024, 1024)
+        assert f.get_tensor("wte.weight").dtype == torch.float32
+
+
+def tensor_layout(folder, pattern):
+    """{file name: {tensor name: (shape, dtype)}} of the checkpoint files in `folder` matching `pattern`."""
+    layout = {}
+    for path in sorted(folder.glob(pattern)):
+        if path.suffix == ".safetensors":
+            with safe_open(path, "pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            tensors = torch.load(path, weights_only=True)
+        layout[path.name] = {k: (tuple(t.shape), t.dtype) for k, t in tensors.items()}
+    return layout
+
+
+def test_stand_ins_have_the_layout_of_the_replicas(hf_home, tmp_path):
+    """The offline stand-ins (nbsupport.standins, and notebook 05's own writer) at the replicas' sizes have
+    the same files, tensor names, shapes and dtypes as the replicas of the real repositories."""
+    from nbsupport import import_notebook, standins
+
+    hub = hf_home / "hub"
+    s = replicas.GPT2_SHRUNK
+    (tmp_path / "gpt2").mkdir()
+    standins.gpt2_checkpoint(s["n_embd"], s["n_layer"], s["n_head"])(tmp_path / "gpt2")
+    assert tensor_layout(tmp_path / "gpt2", "*.safetensors") == \
+        tensor_layout(replicas.snapshot_folder(hub, "openai-community/gpt2"), "*.safetensors")
+
+    (tmp_path / "llama2").mkdir()
+    s = replicas.LLAMA2_SHRUNK
+    standins.llama2_checkpoint(s["dim"], s["n_layers"], s["n_heads"], s["multiple_of"])(tmp_path / "llama2")
+    assert tensor_layout(tmp_path / "llama2", "*.pth") == \
+        tensor_layout(replicas.snapshot_folder(hub, "meta-llama/Llama-2-7b"), "*.pth")
+
+    real = replicas.snapshot_folder(hub, "meta-llama/Llama-3.2-3B")
+    _, c = replicas.LLAMA32_REPOS["meta-llama/Llama-3.2-3B"]
+    (tmp_path / "llama3").mkdir()
+    standins.llama3_checkpoint(c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                               c["num_key_value_heads"], c["intermediate_size"], n_shards=2)(tmp_path / "llama3")
+    (tmp_path / "nb05").mkdir()
+    nb05 = import_notebook("05-standalone-llama32.ipynb")
+    cfg = nb05.llama32_config(real, torch.bfloat16)
+    nb05.write_stand_in(tmp_path / "nb05", cfg, n_shards=2, seed=0)
+    real_names = {n: set(layout) for n, layout in tensor_layout(real, "model*.safetensors").items()}
+    for folder in (tmp_path / "llama3", tmp_path / "nb05"):
+        names = {n: set(layout) for n, layout in tensor_layout(folder, "model*.safetensors").items()}
+        assert set.union(*names.values()) == set.union(*real_names.values())  # shards may cut elsewhere
+        assert names.keys() == real_names.keys()
+        flat = lambda f: {k: v for layout in tensor_layout(f, "model*.safetensors").values() for k, v in layout.items()}
+        assert flat(folder) == flat(real)
+        assert nb05.llama32_config(folder, torch.bfloat16) == cfg  # config.json read the same way
+        assert (folder / "original" / "tokenizer.model").read_bytes() == (real / "original" / "tokenizer.model").read_bytes()
