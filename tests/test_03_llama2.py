@@ -74,6 +74,11 @@ def meta_model_and_params(meta_reference, vocab_size=113, seed=0):
     return ref, params
 
 
+def our_config(nb03, vocab_size=113, dtype=torch.float32):
+    """Our config dict (the loader's param_config) for Meta's PARAM_CONFIG."""
+    return nb03.llama2_config(PARAM_CONFIG, vocab_size, context_length=64, dtype=dtype)
+
+
 def our_llama(nb03, vocab_size=113, dtype=torch.float32):
     cfg = nb03.llama2_config(PARAM_CONFIG, vocab_size, context_length=64, dtype=dtype)
     with torch.device("meta"):
@@ -83,7 +88,7 @@ def our_llama(nb03, vocab_size=113, dtype=torch.float32):
 def test_logits_equal_metas_reference(nb03, meta_reference):
     ref, params = meta_model_and_params(meta_reference)
     model = our_llama(nb03)
-    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    nb03.load_weights_into_llama(model, our_config(nb03), params)
     model.eval()
     tokens = torch.randint(0, 113, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -96,16 +101,32 @@ def test_without_the_permutation_the_logits_are_wrong(nb03, meta_reference, monk
     ref, params = meta_model_and_params(meta_reference)
     model = our_llama(nb03)
     monkeypatch.setattr(nb03, "permute_for_halves_rope", lambda w, n_heads: w)
-    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    nb03.load_weights_into_llama(model, our_config(nb03), params)
     tokens = torch.randint(0, 113, (1, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (model(tokens) - ref(tokens, start_pos=0)).abs().max().item() > 1e-2
 
 
+def test_the_notebooks_stand_in_for_metas_model_is_metas_model(nb03, meta_reference, monkeypatch):
+    """The permutation demo's reference (our network with meta_rope, on Meta's weights unchanged)
+    computes what Meta's own reference code computes."""
+    ref, params = meta_model_and_params(meta_reference)
+    model = our_llama(nb03)
+    monkeypatch.setattr(nb03, "permute_for_halves_rope", lambda w, n_heads: w)
+    nb03.load_weights_into_llama(model, our_config(nb03), params)
+    tokens = torch.randint(0, 113, (2, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        theirs = ref(tokens, start_pos=0)
+    assert (nb03.logits_with_metas_rotation(model.eval(), tokens) - theirs).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        assert (model(tokens) - theirs).abs().max().item() > 1e-2  # our rotation on Meta's order: wrong
+    assert nb03.compute_rope is not nb03.meta_rope  # the demo put our rotation back
+
+
 def test_greedy_generation_equals_reference(nb03, meta_reference):
     ref, params = meta_model_and_params(meta_reference)
     model = our_llama(nb03)
-    nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+    nb03.load_weights_into_llama(model, our_config(nb03), params)
     idx = torch.tensor([[1, 17, 42, 5]])
     ours = nb03.generate(model, idx, max_new_tokens=20, context_size=64)
     expected = idx
@@ -171,16 +192,16 @@ def test_loader_is_strict_and_leaves_model_untouched(nb03, meta_reference, corru
     before = snapshot(model)
     corrupt(params)
     with pytest.raises(ValueError, match=expected):
-        nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+        nb03.load_weights_into_llama(model, our_config(nb03), params)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_loader_rejects_params_json_of_another_model(nb03, meta_reference):
+def test_loader_rejects_a_config_of_another_model(nb03, meta_reference):
     _, params = meta_model_and_params(meta_reference)
-    with pytest.raises(ValueError, match="params.json describes 3 layers and 6 heads, the model has 2"):
+    with pytest.raises(ValueError, match="param_config describes 3 layers and 6 heads, the model has 2"):
         model = nb03.Llama2Model(nb03.llama2_config({**PARAM_CONFIG, "n_layers": 2}, 113, 64, torch.float32))
-        nb03.load_weights_into_llama(model, PARAM_CONFIG, params)
+        nb03.load_weights_into_llama(model, our_config(nb03), params)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Notebook 04's Llama 3 / 3.2 against transformers.LlamaForCausalLM, and its tokenizer against Meta's."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -194,3 +195,16 @@ def test_chat_format_equals_metas(nb04, tokenizers):
               RawMessage(role="user", content="What do llamas eat?")]
     expected = MetaChatFormat(meta).encode_dialog_prompt(dialog).tokens
     assert nb04.ChatFormat(ours).encode("What do llamas eat?", system_message="You are a helpful assistant.") == expected
+
+
+def test_the_numbers_in_the_text(nb04):
+    """The introduction's table and section 2 state these numbers; they follow from the configurations."""
+    def n_params(cfg):
+        with torch.device("meta"):
+            return sum(p.numel() for p in nb04.Llama3Model(cfg).parameters())
+    for cfg, saved in [(nb04.LLAMA32_CONFIG_1B, 263e6), (nb04.LLAMA32_CONFIG_3B, 394e6)]:
+        assert n_params({**cfg, "tie_word_embeddings": False}) - n_params(cfg) == pytest.approx(saved, abs=0.5e6)
+    assert [c["n_heads"] // c["n_kv_groups"] for c in (nb04.LLAMA3_CONFIG_8B, nb04.LLAMA32_CONFIG_1B,
+                                                        nb04.LLAMA32_CONFIG_3B)] == [4, 4, 3]
+    slowest = lambda base, d=128: 2 * math.pi * base ** ((d - 2) / d)
+    assert slowest(10_000) == pytest.approx(54_000, rel=0.01)  # "about 54,000 positions"

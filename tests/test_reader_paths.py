@@ -73,7 +73,7 @@ def test_02_loads_every_gpt2_size(hf_home, choice, repo_id):
 
 
 def test_03_loads_llama2_and_its_chat_model(hf_home):
-    out = run_notebook("03-gpt-to-llama2.ipynb", hf_home)
+    out = run_notebook("03-gpt-to-llama2.ipynb", hf_home, stop_after='print(f"chat model: loaded')
     assert "stand-in" not in out
     n = replica_numel(hf_home, "meta-llama/Llama-2-7b", ".pth", skip=("rope.freqs",))
     assert f"loaded {n:,} parameters" in out
