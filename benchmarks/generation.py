@@ -1,7 +1,8 @@
-"""Batch-1 greedy decoding speed of the Llama 3.2 1B architecture, ours against other implementations.
+"""Greedy decoding speed of the Llama 3.2 1B architecture, ours against other implementations.
 
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
-                                    [--json PATH] [--skip-load-check] [--reduced]
+                                    [--batch-sizes 1,4,16] [--sweep-only] [--dtype bfloat16|float32]
+                                    [--json PATH] [--plot PATH] [--skip-load-check] [--reduced]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -9,7 +10,9 @@ Everything is measured in this one process, on the same random bfloat16 weights 
 - the `llms-from-scratch` package's KV-cache Llama 3 (`pip install --no-deps llms-from-scratch`);
 - Hugging Face `transformers.LlamaForCausalLM.generate`;
 - an extra row: notebook 05's model with int8 weights (`quantize_int8`), compiled;
-- the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token.
+- the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token;
+- with --batch-sizes: batches of prompts of different lengths, for our compiled model (a list of prompts)
+  and transformers.generate (left padding and an attention mask), decode tokens/s summed over the batch.
 
 Decode speed excludes the prompt: for every implementation, t(n) is the time to generate n tokens,
 and decode tokens/s = (n - 1) / (t(n) - t(1)). After one warm-up run each, the implementations are
@@ -17,7 +20,8 @@ timed in turns for several rounds, so that the machine's drifts hit all of them 
 its best round (and the median). Before timing, a reduced float32 config with the same weights copied
 into every implementation must give identical greedy tokens, so the comparison is between models that
 compute the same thing; the int8 row reports instead how often it predicts the same next token as
-bfloat16. Finally a full-size checkpoint is written to disk and loaded the way notebook 05 does, in a
+bfloat16. For the batches, a ragged batch must give every prompt the tokens it gets alone, and the tokens
+of transformers' batched generation. The batch sizes are timed in the same rounds as the rest. Finally a full-size checkpoint is written to disk and loaded the way notebook 05 does, in a
 child process, whose peak RSS is compared with the file size.
 """
 
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -119,10 +124,29 @@ def runners(ours, lfs, hf, cfg, device):
     }
 
 
+def hf_generate_batch(hf, prompts, n):
+    """transformers.generate on prompts of different lengths: left padding and an attention mask (the way
+    a tokenizer with padding_side="left" prepares them). Returns each prompt followed by its new tokens."""
+    ids, n_pad = nb05.left_pad(prompts, hf.config.vocab_size, hf.config.max_position_embeddings)
+    mask = (torch.arange(ids.shape[1], device=ids.device) >= n_pad[:, None]).long()
+    with torch.inference_mode():
+        out = hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                          pad_token_id=0)
+    return [torch.cat([p, row[ids.shape[1]:]]) for p, row in zip(prompts, out)]
+
+
+def ragged_prompts(lengths, vocab_size, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab_size, (n,), generator=g).to(device) for n in lengths]
+
+
+CHECK_CFG = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 512, "context_length": 512, "emb_dim": 128, "n_heads": 8,
+             "n_kv_groups": 2, "n_layers": 3, "hidden_dim": 256, "dtype": torch.float32,
+             "rope_freq": {**nb05.LLAMA32_CONFIG_1B["rope_freq"], "original_context_length": 32}}
+
+
 def check_same_tokens(device, new_tokens=16):
-    cfg = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 512, "context_length": 512, "emb_dim": 128, "n_heads": 8,
-           "n_kv_groups": 2, "n_layers": 3, "hidden_dim": 256, "dtype": torch.float32,
-           "rope_freq": {**nb05.LLAMA32_CONFIG_1B["rope_freq"], "original_context_length": 32}}
+    cfg = CHECK_CFG
     hf = hf_model(cfg)
     ours = ours_from(hub_params(hf), cfg)
     lfs = lfs_from(ours, cfg)
@@ -136,36 +160,57 @@ def check_same_tokens(device, new_tokens=16):
     return len(outputs)
 
 
+def check_ragged_batch(device, lengths=(3, 7, 12, 20), new_tokens=16):
+    """Prompts of different lengths in one batch: ours, eager and compiled, must give every prompt the greedy
+    tokens it gets alone, and the tokens of transformers' batched generate. Returns the prompt lengths."""
+    cfg = CHECK_CFG
+    hf = hf_model(cfg)
+    ours = ours_from(hub_params(hf), cfg).to(device)
+    hf = hf.to(device)
+    prompts = ragged_prompts(lengths, cfg["vocab_size"], seed=2, device=device)
+    ctx = cfg["context_length"]
+    alone = [nb05.generate(ours, p[None], new_tokens, ctx)[0] for p in prompts]
+    outputs = {"ours, batched": nb05.generate(ours, prompts, new_tokens, ctx),
+               "ours, batched, compiled": nb05.generate(ours, prompts, new_tokens, ctx,
+                                                        decode_step=nb05.compile_decode_step(device)),
+               "transformers, batched": hf_generate_batch(hf, prompts, new_tokens)}
+    differing = [f"{name}, prompt {i}" for name, out in outputs.items()
+                 for i, (one, other) in enumerate(zip(alone, out)) if not torch.equal(one, other)]
+    if differing:
+        raise SystemExit(f"a ragged batch does not give each prompt its tokens alone: {differing}")
+    return [len(p) for p in prompts]
+
+
 # --- measurements --------------------------------------------------------------------------------------
 
-def timed(run, prompt, n, device):
+def timed(run, n, device):
     nb05.sync(device)
     start = time.perf_counter()
-    out = run(prompt, n)
+    out = run(n)
     nb05.sync(device)
     return out, time.perf_counter() - start
 
 
-def warm_up(run, prompt, new_tokens, device):
+def warm_up(run, new_tokens, device):
     """One untimed run, and the memory it takes: compilation and packed weights happen here."""
     with nb05.PeakMemory(device) as memory:  # CUDA: allocator peak; CPU: rise of the RSS
-        run(prompt, new_tokens)
+        run(new_tokens)
     return memory.peak
 
 
-def decode_rate(run, prompt, new_tokens, device):
-    """Decode tokens/s of one run of `new_tokens` tokens, less the best of two runs of one token (the
-    prompt and the first token), and the tokens of that run."""
-    t1 = min(timed(run, prompt, 1, device)[1] for _ in range(2))
-    out, tn = timed(run, prompt, new_tokens, device)
-    return (new_tokens - 1) / (tn - t1), t1, out[0, prompt.shape[1]:].tolist()
+def decode_rate(run, new_tokens, device, batch):
+    """Decode tokens/s (summed over the batch) of one run of `new_tokens` tokens, less the best of two runs of
+    one token (the prompt and the first token), and the output of that run."""
+    t1 = min(timed(run, 1, device)[1] for _ in range(2))
+    out, tn = timed(run, new_tokens, device)
+    return batch * (new_tokens - 1) / (tn - t1), t1, out
 
 
 def read_bandwidth(device, n_bytes=2**31):
     """The fastest rate at which we can stream 2 GiB from memory, in bytes/s: a float32 sum, an int8
     max, and (CPU) oneDNN's packed bfloat16 matrix-vector product, the kernel compiled decoding uses."""
     def best_of(fn, repeats=6):
-        return min(timed(lambda *_: fn(), None, None, device)[1] for _ in range(repeats))
+        return min(timed(lambda _: fn(), None, device)[1] for _ in range(repeats))
 
     fp32 = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
     rates = [n_bytes / best_of(fp32.sum)]
@@ -202,22 +247,23 @@ def load_peak_rss(params):
         return path.stat().st_size, int(child.stdout.split()[-1])
 
 
-def time_in_turns(runs, prompt, new_tokens, device, n_rounds):
-    """Warm up every implementation, then time them in turns, so that a slow phase of the machine (its
-    speed drifts by tens of percent) hits all of them alike. Each reports its best round and its median;
-    also returns every round's (tokens/s, first token s, tokens), and the best read bandwidth measured."""
-    memory = {name: warm_up(run, prompt, new_tokens, device) for name, run in runs.items()}
+def time_in_turns(runs, new_tokens, device, n_rounds):
+    """`runs`: name -> (run(n), batch size). Warm up every run, then time them in turns, so that a slow phase
+    of the machine (its speed drifts by tens of percent) hits all of them alike. Each reports its best round
+    and its median; also returns every round's (tokens/s, first token s, output), and the best read
+    bandwidth measured."""
+    memory = {name: warm_up(run, new_tokens, device) for name, (run, _) in runs.items()}
     bandwidths, rounds = [], []
     for i in range(n_rounds):
         bandwidths.append(read_bandwidth(device))
-        rounds.append({name: decode_rate(run, prompt, new_tokens, device) for name, run in runs.items()})
+        rounds.append({name: decode_rate(run, new_tokens, device, batch) for name, (run, batch) in runs.items()})
         print(f"  round {i + 1}/{n_rounds}: read bandwidth {bandwidths[-1] / 1e9:.1f} GB/s; tokens/s "
               + ", ".join(f"{name} {r[0]:.2f}" for name, r in rounds[-1].items()), flush=True)
     results = {name: {"tokens_per_s": max(r[name][0] for r in rounds),
                       "median_tokens_per_s": statistics.median(r[name][0] for r in rounds),
                       "time_to_first_token_s": min(r[name][1] for r in rounds),
                       "peak_memory_bytes": memory[name],
-                      "tokens": rounds[-1][name][2]} for name in runs}
+                      "output": rounds[-1][name][2]} for name in runs}
     return results, rounds, max(bandwidths)
 
 
@@ -233,7 +279,48 @@ def table(results, bandwidth, device):
     return "\n".join(lines)
 
 
+def batch_table(results, batch_sizes, bandwidth, weight_bytes):
+    lines = [f"| batch | ours compiled, total tokens/s | per sequence | {HF}, total tokens/s | ours vs {HF} | "
+             "memory-bound estimate |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for b in batch_sizes:
+        ours, theirs = results[batch_name(OURS_BATCH, b)], results[batch_name(HF_BATCH, b)]
+        lines.append(f"| {b} | {ours['tokens_per_s']:.2f} | {ours['tokens_per_s'] / b:.2f} | "
+                     f"{theirs['tokens_per_s']:.2f} | {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}× | "
+                     f"{b * bandwidth / weight_bytes:.1f} |")
+    return "\n".join(lines)
+
+
+def plot_sweep(results, batch_sizes, bandwidth, weight_bytes, title, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label in (OURS_BATCH, HF_BATCH):
+        ax.plot(batch_sizes, [results[batch_name(label, b)]["tokens_per_s"] for b in batch_sizes], "o-",
+                label=f"{label}, total")
+    ax.plot(batch_sizes, [results[batch_name(OURS_BATCH, b)]["tokens_per_s"] / b for b in batch_sizes], "s:",
+            label=f"{OURS_BATCH}, per sequence")
+    ax.plot(batch_sizes, [b * bandwidth / weight_bytes for b in batch_sizes], "k--",
+            label="memory-bound estimate: batch × bandwidth / weight bytes")
+    ax.set(xscale="log", yscale="log", xticks=batch_sizes, xticklabels=batch_sizes, xlabel="batch size",
+           ylabel="decode tokens / s", title=title)
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 REDUCED = {"emb_dim": 256, "n_heads": 8, "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 512}
+OURS_BATCH, HF_BATCH = "ours, KV cache + compile", "transformers generate"
+
+
+def batch_name(label, b):
+    return f"{label}, batch {b}"
+
+
+def batch_lengths(batch, prompt_tokens):
+    """Different prompt lengths around prompt_tokens: prompt_tokens, -3, -6, -9, prompt_tokens, ..."""
+    return [max(prompt_tokens - 3 * (i % 4), 1) for i in range(batch)]
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -244,17 +331,30 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds; each implementation reports its best")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[],
+                        help="comma-separated batch sizes for the batch sweep, e.g. 1,4,16")
+    parser.add_argument("--sweep-only", action="store_true", help="time only the batch sweep")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                        help="float32 for CPUs without bfloat16 matrix instructions, where bfloat16 is emulated")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--plot", type=Path, help="with --batch-sizes: save the sweep's plot to this image file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
     parser.add_argument("--reduced", action="store_true",
                         help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
     args = parser.parse_args()
+    if args.sweep_only and not args.batch_sizes:
+        parser.error("--sweep-only needs --batch-sizes")
     device = torch.device(args.device)
 
-    n = check_same_tokens(device)
-    print(f"correctness: {n} implementations produce the same greedy tokens (reduced fp32 config)", flush=True)
+    if not args.sweep_only:
+        n = check_same_tokens(device)
+        print(f"correctness: {n} implementations produce the same greedy tokens (reduced fp32 config)", flush=True)
+    if args.batch_sizes:
+        lengths = check_ragged_batch(device)
+        print(f"correctness: a ragged batch (prompts of {lengths} tokens) gives every prompt its greedy tokens "
+              "alone, eager and compiled, and transformers' batched tokens (reduced fp32 config)", flush=True)
 
-    cfg = {**nb05.LLAMA32_CONFIG_1B, **(REDUCED if args.reduced else {})}
+    cfg = {**nb05.LLAMA32_CONFIG_1B, **(REDUCED if args.reduced else {}), "dtype": getattr(torch, args.dtype)}
     hf = hf_model(cfg)
     params = hub_params(hf)
     ours = ours_from(params, cfg)
@@ -263,38 +363,64 @@ def main():
     weight_bytes = nb05.weight_bytes(ours)  # the tied head counted once
     prompt = torch.randint(0, 128_000, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1)).to(device)
 
-    runs = runners(ours, lfs, hf, cfg, device)
-    ours_int8 = nb05.quantize_int8(ours_from(params, cfg)).to(device)
-    int8_step = nb05.compile_decode_step(device)
-    runs[INT8] = lambda p, n: nb05.generate(ours_int8, p, n, cfg["context_length"], decode_step=int8_step)
-    int8_bytes = nb05.weight_bytes(ours_int8)
+    runs = {}
+    if not args.sweep_only:
+        runs = {name: (partial(run, prompt), 1) for name, run in runners(ours, lfs, hf, cfg, device).items()}
+        ours_int8 = nb05.quantize_int8(ours_from(params, cfg)).to(device)
+        int8_step = nb05.compile_decode_step(device)
+        runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
+        int8_bytes = nb05.weight_bytes(ours_int8)
+    table_names = list(runs)
+    batch_step = nb05.compile_decode_step(device)
+    for b in args.batch_sizes:
+        prompts = ragged_prompts(batch_lengths(b, args.prompt_tokens), 128_000, seed=b, device=device)
+        runs[batch_name(OURS_BATCH, b)] = (partial(lambda ps, n: nb05.generate(ours, ps, n, cfg["context_length"],
+                                                                                decode_step=batch_step), prompts), b)
+        runs[batch_name(HF_BATCH, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
-    results, rounds, bandwidth = time_in_turns(runs, prompt, args.new_tokens, device, args.rounds)
-    for name, r in results.items():
-        r["weight_bytes"] = int8_bytes if name == INT8 else weight_bytes
-    reference_tokens = results["ours, no cache"]["tokens"]
-    same = {name: r["tokens"] == reference_tokens for name, r in results.items()}
-    sequence = torch.tensor([prompt[0].tolist() + reference_tokens], device=device)
-    agree, rel_err = nb05.compare_predictions(ours, ours_int8, sequence)
-
+    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nLlama 3.2 1B architecture{' (reduced)' if args.reduced else ''}, batch 1, greedy, {args.prompt_tokens}-token prompt, "
-          f"{args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
-    print(f"weights read per token: {weight_bytes / 1e9:.2f} GB in bf16, {int8_bytes / 1e9:.2f} GB with int8 weights; "
-          f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s; roofline {bandwidth / weight_bytes:.1f} tokens/s "
-          f"(int8: {bandwidth / int8_bytes:.1f})\n")
-    print(table(results, bandwidth, device))
-    print(f"\nsame greedy tokens as 'ours, no cache': {same}")
-    print(f"int8 weights: same next token as bf16 at {agree:.0%} of {sequence.shape[1]} "
-          f"positions; logits relative error {rel_err:.1%}")
-    ratios = {peer: [r[COMPILED][0] / r[peer][0] for r in rounds] for peer in (LFS, HF)}
-    for peer, target in ((LFS, 2.0), (HF, 1.6)):
-        best = results[COMPILED]["tokens_per_s"] / results[peer]["tokens_per_s"]
-        print(f"target: compiled ≥ {target}× {peer}: {best:.2f}× (best of each); within a round "
-              f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
+    dtype_name = args.dtype
+    print(f"\nLlama 3.2 1B architecture{' (reduced)' if args.reduced else ''} in {dtype_name}, greedy, "
+          f"{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
+    print(f"weights read per token: {weight_bytes / 1e9:.2f} GB; measured read bandwidth {bandwidth / 1e9:.1f} GB/s; "
+          f"roofline at batch 1 {bandwidth / weight_bytes:.1f} tokens/s")
+
+    summary, same, agree, rel_err, ratios = {}, {}, None, None, {}
+    if not args.sweep_only:
+        table_results = {name: results[name] for name in table_names}
+        for name, r in table_results.items():
+            r["weight_bytes"] = int8_bytes if name == INT8 else weight_bytes
+            r["tokens"] = r["output"][0, args.prompt_tokens:].tolist()
+        reference_tokens = table_results["ours, no cache"]["tokens"]
+        same = {name: r["tokens"] == reference_tokens for name, r in table_results.items()}
+        sequence = torch.tensor([prompt[0].tolist() + reference_tokens], device=device)
+        agree, rel_err = nb05.compare_predictions(ours, ours_int8, sequence)
+        print(f"int8 weights: {int8_bytes / 1e9:.2f} GB per token, roofline {bandwidth / int8_bytes:.1f} tokens/s\n")
+        print(table(table_results, bandwidth, device))
+        print(f"\nsame greedy tokens as 'ours, no cache': {same}")
+        print(f"int8 weights: same next token as {dtype_name} at {agree:.0%} of {sequence.shape[1]} "
+              f"positions; logits relative error {rel_err:.1%}")
+        ratios = {peer: [r[COMPILED][0] / r[peer][0] for r in rounds] for peer in (LFS, HF)}
+        for peer, target in ((LFS, 2.0), (HF, 1.6)):
+            best = results[COMPILED]["tokens_per_s"] / results[peer]["tokens_per_s"]
+            print(f"target: compiled ≥ {target}× {peer}: {best:.2f}× (best of each); within a round "
+                  f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
+        summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
+
+    sweep = {}
+    if args.batch_sizes:
+        print(f"\nbatches of prompts of {args.prompt_tokens} to {max(args.prompt_tokens - 9, 1)} tokens "
+              "(decode tokens/s summed over the batch):\n")
+        print(batch_table(results, args.batch_sizes, bandwidth, weight_bytes))
+        sweep = {label: {b: {m: v for m, v in results[batch_name(label, b)].items() if m != "output"}
+                         for b in args.batch_sizes} for label in (OURS_BATCH, HF_BATCH)}
+        if args.plot:
+            plot_sweep(results, args.batch_sizes, bandwidth, weight_bytes,
+                       f"Llama 3.2 1B{' (reduced)' if args.reduced else ''}, {dtype_name}, {where}", args.plot)
 
     load = None
-    if not (args.skip_load_check or args.reduced):
+    if not (args.skip_load_check or args.reduced or args.sweep_only):
         del hf, lfs, ours, ours_int8, runs
         file_bytes, peak = load_peak_rss(params)
         load = {"file_bytes": file_bytes, "peak_rss_bytes": peak, "ratio": peak / file_bytes}
@@ -303,13 +429,15 @@ def main():
 
     if args.json:
         args.json.write_text(json.dumps({
-            "device": device.type, "device_name": where, "reduced": args.reduced, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": device.type, "device_name": where, "reduced": args.reduced, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "dtype": dtype_name,
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "weight_bytes": weight_bytes,
             "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
             "roofline_tokens_per_s": bandwidth / weight_bytes,
-            "results": {k: {m: v for m, v in r.items() if m != "tokens"} for k, r in results.items()},
-            "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
-            "compiled_vs_peer_per_round": ratios, "load": load}, indent=2))
+            "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
+            "compiled_vs_peer_per_round": ratios, "load": load,
+            "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
+                            "results": sweep}}, indent=2))
 
 
 if __name__ == "__main__":

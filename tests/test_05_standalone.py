@@ -123,7 +123,6 @@ def test_generate_rejects_bad_arguments(nb05, small, kwargs, message):
     (torch.zeros(1, 0, dtype=torch.long), "the prompt is empty: give at least one token"),
     (torch.tensor([1, 2, 3]), "token ids must be a tensor of shape \\(batch, seq\\), got torch.Size\\(\\[3\\]\\); "
                               "for a single prompt use ids.unsqueeze\\(0\\)"),
-    ([[1, 2, 3]], "token ids must be a tensor of shape \\(batch, seq\\), got <class 'list'>"),
     (torch.tensor([[1.0, 2.0]]), "token ids must be integers, got torch.float32; convert them with .long\\(\\)"),
     (torch.tensor([[1, 257]]), "token ids must be in \\[0, 257\\), got ids from 1 to 257; was the prompt encoded"),
     (torch.tensor([[-1, 2]]), "token ids must be in \\[0, 257\\), got ids from -1 to 2"),
@@ -134,6 +133,122 @@ def test_generate_and_model_reject_bad_prompts(nb05, small, idx, message):
         nb05.generate(model, idx, 5, cfg["context_length"])
     with pytest.raises(ValueError, match=message):
         model(idx)
+
+
+def test_a_list_is_read_as_prompts_of_different_lengths_and_the_model_refuses_it(nb05, small):
+    model, _, cfg = small
+    with pytest.raises(ValueError, match="prompt 0: each prompt of a list must be a 1-D tensor of token ids, "
+                                         "got <class 'list'>"):
+        nb05.generate(model, [[1, 2, 3]], 5, cfg["context_length"])
+    with pytest.raises(ValueError, match="token ids must be a tensor of shape \\(batch, seq\\), got <class 'list'>"):
+        model([[1, 2, 3]])
+
+
+@pytest.fixture(scope="module")
+def varied(nb05, small):
+    """Like `small` with larger random weights: its greedy continuations vary instead of repeating one token."""
+    _, _, cfg = small
+    torch.manual_seed(0)
+    model = nb05.Llama3Model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1 if p.ndim == 2 else 1.0)
+    return model.eval(), cfg
+
+
+@pytest.fixture(scope="module")
+def varied_step(nb05):
+    """One compiled decode step for the tests of `varied` (same shapes: compiled once)."""
+    return nb05.compile_decode_step(torch.device("cpu"))
+
+
+def ragged(lengths, seed=0, vocab_size=257):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab_size, (n,), generator=g) for n in lengths]
+
+
+def test_ragged_batch_gives_each_prompt_its_tokens_alone_eager_and_compiled(nb05, varied, varied_step):
+    model, cfg = varied
+    ctx, prompts = cfg["context_length"], ragged([3, 7, 12, 20])
+    alone = [nb05.generate(model, p[None], 24, ctx)[0] for p in prompts]
+    assert all(len(set(a[len(p):].tolist())) >= 4 for a, p in zip(alone, prompts))  # varied continuations
+    for kwargs in ({}, {"decode_step": varied_step}, {"cache_cls": nb05.GrowingKVCache},
+                   {"prefill_token_by_token": True}):
+        batched = nb05.generate(model, prompts, 24, ctx, **kwargs)
+        assert isinstance(batched, list) and len(batched) == 4, kwargs
+        for one, other in zip(alone, batched):
+            assert other.ndim == 1 and torch.equal(one, other), kwargs
+    # a batch of one, and a reused cache after a longer batch
+    assert torch.equal(nb05.generate(model, prompts[:1], 24, ctx)[0], alone[0])
+    assert all(torch.equal(a, b) for a, b in zip(nb05.generate(model, prompts[1:], 24, ctx), alone[1:]))
+
+
+def test_ragged_batch_stops_each_sequence_at_eos(nb05, varied, varied_step):
+    model, cfg = varied
+    ctx, prompts = cfg["context_length"], ragged([3, 7, 12, 20], seed=1)
+    alone = [nb05.generate(model, p[None], 24, ctx)[0] for p in prompts]
+    new = alone[1][7:].tolist()
+    k = next(k for k in range(2, 24) if new[k] not in new[:k] and new[k] not in alone[0][3:].tolist())
+    eos = new[k]  # prompt 1 generates it first at step k, prompt 0 never
+
+    def cut(sequence, prompt):
+        new = sequence[len(prompt):].tolist()
+        return sequence[:len(prompt) + new.index(eos)] if eos in new else sequence
+
+    expected = [cut(a, p) for a, p in zip(alone, prompts)]
+    assert len(expected[1]) == 7 + k and any(len(e) == len(p) + 24 for e, p in zip(expected, prompts))
+    for kwargs in ({}, {"decode_step": varied_step}):  # 24 new tokens: the shapes compiled above
+        got = nb05.generate(model, prompts, 24, ctx, eos_id=eos, **kwargs)
+        assert [g.tolist() for g in got] == [e.tolist() for e in expected], kwargs
+    # A tensor batch stays rectangular: a finished sequence is padded with eos_id, the others go on.
+    other = next(q for q in (prompts[1].roll(r) for r in range(1, 7))
+                 if eos not in nb05.generate(model, q[None], 24, ctx)[0, 7:].tolist())
+    out = nb05.generate(model, torch.stack([prompts[1], other]), 24, ctx, eos_id=eos)
+    assert out.shape == (2, 7 + 24)
+    assert out[0].tolist() == expected[1].tolist() + [eos] * (24 - k)
+    assert torch.equal(out[1], nb05.generate(model, other[None], 24, ctx)[0])
+    # when every sequence has finished, generation stops
+    assert nb05.generate(model, prompts[1][None], 24, ctx, eos_id=eos).shape == (1, 7 + k)
+
+
+def test_padded_batch_logits_equal_transformers_with_an_attention_mask(nb05, small):
+    model, ref, cfg = small
+    prompts = ragged([3, 7, 12, 20], seed=2)
+    ids, n_pad = nb05.left_pad(prompts, 257, cfg["context_length"])
+    assert n_pad.tolist() == [17, 13, 8, 0] and all(torch.equal(r[n:], p) for r, n, p in zip(ids, n_pad, prompts))
+    mask = (torch.arange(20) >= n_pad[:, None]).long()
+    next_tokens = torch.tensor([[5], [6], [7], [8]])
+    model.setup_kv_cache(4, 21)
+    with torch.no_grad():
+        ours = [model(ids, torch.arange(20), n_pad)[:, -1], model(next_tokens, torch.tensor([20]), n_pad)[:, -1]]
+        ids, mask = torch.cat([ids, next_tokens], dim=1), torch.cat([mask, torch.ones(4, 1, dtype=torch.long)], dim=1)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers.generate derives from the mask
+        theirs = ref(ids, attention_mask=mask, position_ids=position_ids).logits
+    assert (ours[0] - theirs[:, 19]).abs().max().item() <= 1e-5
+    assert (ours[1] - theirs[:, 20]).abs().max().item() <= 1e-5
+    # and each row equals its prompt alone, without padding
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            alone = model(torch.cat([p, next_tokens[i]])[None])[0, -1]
+            assert (ours[1][i] - alone).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("prompts, kwargs, message", [
+    ([], {}, "the list of prompts is empty"),
+    ([torch.tensor([1, 2]), torch.tensor([], dtype=torch.long)], {}, "prompt 1: the prompt is empty"),
+    ([torch.tensor([[1, 2]])], {}, "prompt 0: each prompt of a list must be a 1-D tensor of token ids, "
+                                   "got torch.Size\\(\\[1, 2\\]\\)"),
+    ([torch.tensor([1, 2]), torch.tensor([3, 300])], {}, "prompt 1: token ids must be in \\[0, 257\\)"),
+    ([torch.tensor([1.0])], {}, "prompt 0: token ids must be integers"),
+    ([torch.zeros(3, dtype=torch.long), torch.zeros(257, dtype=torch.long)], {}, "prompt 1: input has 257 tokens, "
+                                                                              "more than the context length"),
+    ([torch.zeros(3, dtype=torch.long), torch.zeros(200, dtype=torch.long), torch.zeros(9, dtype=torch.long)],
+     {"max_new_tokens": 60}, "prompt 1 \\(200 tokens\\) \\+ max_new_tokens \\(60\\) exceeds the context size"),
+])
+def test_ragged_generate_names_the_prompt_it_refuses(nb05, small, prompts, kwargs, message):
+    model, _, cfg = small
+    with pytest.raises(ValueError, match=message):
+        nb05.generate(model, prompts, kwargs.get("max_new_tokens", 5), cfg["context_length"])
 
 
 def test_cacheless_forward_longer_than_the_context_is_refused(small):

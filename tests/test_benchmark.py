@@ -16,6 +16,20 @@ def test_all_implementations_give_the_same_greedy_tokens():
     assert generation.check_same_tokens(torch.device("cpu")) == 5
 
 
+def test_ragged_batch_gives_each_prompt_its_tokens_alone_and_transformers_batched_tokens():
+    assert generation.check_ragged_batch(torch.device("cpu")) == [3, 7, 12, 20]
+
+
+def test_transformers_batch_helper_pads_on_the_left():
+    cfg = {**generation.CHECK_CFG, "n_layers": 1}
+    hf = generation.hf_model(cfg)
+    prompts = generation.ragged_prompts([2, 5], cfg["vocab_size"], seed=0, device="cpu")
+    out = generation.hf_generate_batch(hf, prompts, 3)
+    alone = [hf.generate(p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=3,
+                         do_sample=False, pad_token_id=0)[0] for p in prompts]
+    assert [o.tolist() for o in out] == [a.tolist() for a in alone]
+
+
 def test_peers_receive_the_same_weights():
     cfg = {**generation.nb05.LLAMA32_CONFIG_1B, "vocab_size": 64, "context_length": 64, "emb_dim": 32,
            "n_heads": 4, "n_kv_groups": 2, "n_layers": 1, "hidden_dim": 48, "dtype": torch.float32}

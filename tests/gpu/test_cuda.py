@@ -51,6 +51,33 @@ def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
     assert torch.equal(compiled[0], eager) and torch.equal(compiled[1], eager)
 
 
+def test_ragged_batch_on_cuda_gives_each_prompt_its_tokens_alone_with_cuda_graphs(nb05):
+    from torch._dynamo.utils import counters
+
+    model, cfg = small_llama(nb05, torch.float32)
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, cfg["vocab_size"], (n,), generator=g).to(CUDA) for n in (3, 7, 12, 20)]
+    alone = [nb05.generate(model, p[None], 24, cfg["context_length"])[0] for p in prompts]
+    torch._dynamo.reset()
+    counters.clear()
+    step = nb05.compile_decode_step(CUDA)
+    for kwargs in ({}, {"decode_step": step}, {"decode_step": step}):
+        batched = nb05.generate(model, prompts, 24, cfg["context_length"], **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(alone, batched)), kwargs
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+
+
+def test_benchmark_batch_sweep_runs_on_cuda(tmp_path):
+    pytest.importorskip("llms_from_scratch", reason="pip install --no-deps llms-from-scratch (see README)")
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "generation.py"), "--device", "cuda", "--reduced",
+                    "--sweep-only", "--batch-sizes", "1,4,16", "--rounds", "2", "--new-tokens", "8",
+                    "--json", str(out), "--plot", str(plot)], check=True, timeout=900)
+    sweep = json.loads(out.read_text())["batch_sweep"]["results"]
+    assert set(sweep) == {"ours, KV cache + compile", "transformers generate"}
+    assert all(r["tokens_per_s"] > 0 for runs in sweep.values() for r in runs.values()) and plot.stat().st_size > 0
+
+
 def test_int8_linear_on_cuda_equals_the_dequantized_layer(nb05):
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16):
