@@ -283,7 +283,7 @@ def batch_table(results, batch_sizes, bandwidth, weight_bytes):
     lines = [f"| batch | ours compiled, total tokens/s | per sequence | {HF}, total tokens/s | ours vs {HF} | "
              "memory-bound estimate |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for b in batch_sizes:
-        ours, theirs = results[batch_name(OURS_BATCH, b)], results[batch_name(HF_BATCH, b)]
+        ours, theirs = results[batch_name(COMPILED, b)], results[batch_name(HF, b)]
         lines.append(f"| {b} | {ours['tokens_per_s']:.2f} | {ours['tokens_per_s'] / b:.2f} | "
                      f"{theirs['tokens_per_s']:.2f} | {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}× | "
                      f"{b * bandwidth / weight_bytes:.1f} |")
@@ -295,11 +295,11 @@ def plot_sweep(results, batch_sizes, bandwidth, weight_bytes, title, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label in (OURS_BATCH, HF_BATCH):
+    for label in (COMPILED, HF):
         ax.plot(batch_sizes, [results[batch_name(label, b)]["tokens_per_s"] for b in batch_sizes], "o-",
                 label=f"{label}, total")
-    ax.plot(batch_sizes, [results[batch_name(OURS_BATCH, b)]["tokens_per_s"] / b for b in batch_sizes], "s:",
-            label=f"{OURS_BATCH}, per sequence")
+    ax.plot(batch_sizes, [results[batch_name(COMPILED, b)]["tokens_per_s"] / b for b in batch_sizes], "s:",
+            label=f"{COMPILED}, per sequence")
     ax.plot(batch_sizes, [b * bandwidth / weight_bytes for b in batch_sizes], "k--",
             label="memory-bound estimate: batch × bandwidth / weight bytes")
     ax.set(xscale="log", yscale="log", xticks=batch_sizes, xticklabels=batch_sizes, xlabel="batch size",
@@ -311,7 +311,6 @@ def plot_sweep(results, batch_sizes, bandwidth, weight_bytes, title, path):
 
 
 REDUCED = {"emb_dim": 256, "n_heads": 8, "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 512}
-OURS_BATCH, HF_BATCH = "ours, KV cache + compile", "transformers generate"
 
 
 def batch_name(label, b):
@@ -374,9 +373,9 @@ def main():
     batch_step = nb05.compile_decode_step(device)
     for b in args.batch_sizes:
         prompts = ragged_prompts(batch_lengths(b, args.prompt_tokens), 128_000, seed=b, device=device)
-        runs[batch_name(OURS_BATCH, b)] = (partial(lambda ps, n: nb05.generate(ours, ps, n, cfg["context_length"],
+        runs[batch_name(COMPILED, b)] = (partial(lambda ps, n: nb05.generate(ours, ps, n, cfg["context_length"],
                                                                                 decode_step=batch_step), prompts), b)
-        runs[batch_name(HF_BATCH, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
+        runs[batch_name(HF, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
     results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -410,11 +409,12 @@ def main():
 
     sweep = {}
     if args.batch_sizes:
-        print(f"\nbatches of prompts of {args.prompt_tokens} to {max(args.prompt_tokens - 9, 1)} tokens "
+        lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
+        print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
               "(decode tokens/s summed over the batch):\n")
         print(batch_table(results, args.batch_sizes, bandwidth, weight_bytes))
         sweep = {label: {b: {m: v for m, v in results[batch_name(label, b)].items() if m != "output"}
-                         for b in args.batch_sizes} for label in (OURS_BATCH, HF_BATCH)}
+                         for b in args.batch_sizes} for label in (COMPILED, HF)}
         if args.plot:
             plot_sweep(results, args.batch_sizes, bandwidth, weight_bytes,
                        f"Llama 3.2 1B{' (reduced)' if args.reduced else ''}, {dtype_name}, {where}", args.plot)
