@@ -12,7 +12,9 @@ Everything is measured in this one process, on the same random bfloat16 weights 
 - an extra row: notebook 05's model with int8 weights (`quantize_int8`), compiled;
 - the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token;
 - with --batch-sizes: batches of prompts of different lengths, for our compiled model (a list of prompts)
-  and transformers.generate (left padding and an attention mask), decode tokens/s summed over the batch.
+  and transformers.generate (left padding and an attention mask), decode tokens/s summed over the batch,
+  beside two estimates: memory-bound (batch x bandwidth / weight bytes) and matmul-rate (the measured FLOP/s
+  of a weight matrix times `batch` rows / FLOPs per token).
 
 Decode speed excludes the prompt: for every implementation, t(n) is the time to generate n tokens,
 and decode tokens/s = (n - 1) / (t(n) - t(1)). After one warm-up run each, the implementations are
@@ -21,8 +23,9 @@ its best round (and the median). Before timing, a reduced float32 config with th
 into every implementation must give identical greedy tokens, so the comparison is between models that
 compute the same thing; the int8 row reports instead how often it predicts the same next token as
 bfloat16. For the batches, a ragged batch must give every prompt the tokens it gets alone, and the tokens
-of transformers' batched generation. The batch sizes are timed in the same rounds as the rest. Finally a full-size checkpoint is written to disk and loaded the way notebook 05 does, in a
-child process, whose peak RSS is compared with the file size.
+of transformers' batched generation. The batch sizes are timed in the same rounds as the rest.
+Finally a full-size checkpoint is written to disk and loaded the way notebook 05 does, in a child process,
+whose peak RSS is compared with the file size.
 """
 
 import argparse
@@ -225,6 +228,16 @@ def read_bandwidth(device, n_bytes=2**31):
     return max(rates)
 
 
+def linear_flops(device, dtype, rows, shape=(8192, 2048)):
+    """FLOP/s of the fastest of a few products of `rows` activations with a weight matrix of the 1B model's MLP
+    (8192 x 2048): the kind of product a decode step of a batch of `rows` sequences spends its time in."""
+    weight = torch.randn(shape, device=device, dtype=dtype)
+    x = torch.randn(rows, shape[1], device=device, dtype=dtype)
+    torch.nn.functional.linear(x, weight)
+    return 2 * rows * weight.numel() / min(timed(lambda _: torch.nn.functional.linear(x, weight), None, device)[1]
+                                           for _ in range(5))
+
+
 def load_peak_rss(params):
     """Write `params` as model.safetensors, load it in a fresh child process as notebook 05 does, run one
     forward pass (which reads every weight), and return (file size, the child's peak RSS, sampled with
@@ -279,33 +292,47 @@ def table(results, bandwidth, device):
     return "\n".join(lines)
 
 
-def batch_table(results, batch_sizes, bandwidth, weight_bytes):
+def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token):
+    """Two estimates of the total tokens/s at each batch size: if a step only waited for its one read of the
+    weights (batch x bandwidth / weight bytes), and if every product ran at the measured rate of products with
+    that many rows (linear_flops / FLOPs per token)."""
+    return {"memory-bound": {b: b * bandwidth / weight_bytes for b in batch_sizes},
+            "matmul-rate": {b: flops[b] / flops_per_token for b in batch_sizes}}
+
+
+def batch_table(results, batch_sizes, estimates):
     lines = [f"| batch | ours compiled, total tokens/s | per sequence | {HF}, total tokens/s | ours vs {HF} | "
-             "memory-bound estimate |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+             + " | ".join(f"{name} estimate" for name in estimates) + " |",
+             "| ---: " * (5 + len(estimates)) + "|"]
     for b in batch_sizes:
         ours, theirs = results[batch_name(COMPILED, b)], results[batch_name(HF, b)]
         lines.append(f"| {b} | {ours['tokens_per_s']:.2f} | {ours['tokens_per_s'] / b:.2f} | "
                      f"{theirs['tokens_per_s']:.2f} | {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}× | "
-                     f"{b * bandwidth / weight_bytes:.1f} |")
+                     + " | ".join(f"{e[b]:.1f}" for e in estimates.values()) + " |")
     return "\n".join(lines)
 
 
-def plot_sweep(results, batch_sizes, bandwidth, weight_bytes, title, path):
+def plot_sweep(results, batch_sizes, estimates, title, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+    import matplotlib.ticker
+    fig, ax = plt.subplots(figsize=(10, 4))
     for label in (COMPILED, HF):
         ax.plot(batch_sizes, [results[batch_name(label, b)]["tokens_per_s"] for b in batch_sizes], "o-",
                 label=f"{label}, total")
     ax.plot(batch_sizes, [results[batch_name(COMPILED, b)]["tokens_per_s"] / b for b in batch_sizes], "s:",
             label=f"{COMPILED}, per sequence")
-    ax.plot(batch_sizes, [b * bandwidth / weight_bytes for b in batch_sizes], "k--",
+    ax.plot(batch_sizes, list(estimates["memory-bound"].values()), "k--",
             label="memory-bound estimate: batch × bandwidth / weight bytes")
+    ax.plot(batch_sizes, list(estimates["matmul-rate"].values()), "k-.",
+            label="matmul-rate estimate: measured FLOP/s at that batch / FLOPs per token")
     ax.set(xscale="log", yscale="log", xticks=batch_sizes, xticklabels=batch_sizes, xlabel="batch size",
            ylabel="decode tokens / s", title=title)
     ax.minorticks_off()
-    ax.legend(fontsize=8)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -407,16 +434,21 @@ def main():
                   f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
         summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
 
-    sweep = {}
+    sweep, flops, estimates = {}, {}, {}
     if args.batch_sizes:
         lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
         print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
               "(decode tokens/s summed over the batch):\n")
-        print(batch_table(results, args.batch_sizes, bandwidth, weight_bytes))
+        flops = {b: linear_flops(device, cfg["dtype"], b) for b in args.batch_sizes}
+        flops_per_token = 2 * weight_bytes / cfg["dtype"].itemsize  # a multiply and an add per weight
+        estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, flops_per_token)
+        print(batch_table(results, args.batch_sizes, estimates))
+        print(f"\nmeasured {args.dtype} FLOP/s of an 8192×2048 weight times `batch` rows: "
+              + ", ".join(f"batch {b} {f / 1e9:,.1f} G" for b, f in flops.items()))
         sweep = {label: {b: {m: v for m, v in results[batch_name(label, b)].items() if m != "output"}
                          for b in args.batch_sizes} for label in (COMPILED, HF)}
         if args.plot:
-            plot_sweep(results, args.batch_sizes, bandwidth, weight_bytes,
+            plot_sweep(results, args.batch_sizes, estimates,
                        f"Llama 3.2 1B{' (reduced)' if args.reduced else ''}, {dtype_name}, {where}", args.plot)
 
     load = None
@@ -437,6 +469,7 @@ def main():
             "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
             "compiled_vs_peer_per_round": ratios, "load": load,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
+                            "linear_flops_per_s": flops, "estimates_tokens_per_s": estimates,
                             "results": sweep}}, indent=2))
 
 

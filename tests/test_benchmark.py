@@ -1,5 +1,7 @@
 """The benchmark compares implementations that compute the same thing: its correctness check must pass."""
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -38,3 +40,25 @@ def test_peers_receive_the_same_weights():
     lfs = generation.lfs_from(ours, cfg)
     assert ours.trf_blocks[0].ff.fc1.weight.data_ptr() == hf.model.layers[0].mlp.gate_proj.weight.data_ptr()
     assert lfs.trf_blocks[0].ff.fc1.weight.data_ptr() == hf.model.layers[0].mlp.gate_proj.weight.data_ptr()
+
+
+def test_batch_sweep_writes_its_table_json_and_plot(tmp_path):
+    """The script's sweep end to end, on the reduced model (it measures nothing there, but every part runs)."""
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "generation.py"), "--reduced", "--sweep-only",
+                          "--batch-sizes", "1,2", "--rounds", "1", "--new-tokens", "4", "--json", str(out),
+                          "--plot", str(plot)], check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    sweep = result["batch_sweep"]
+    assert sweep["prompt_lengths"] == {"1": [16], "2": [16, 13]}
+    assert set(sweep["results"]) == {generation.COMPILED, generation.HF}
+    assert all(set(runs) == {"1", "2"} for runs in sweep["results"].values())
+    flops_per_token = 2 * result["weight_bytes"] / 2  # bfloat16: 2 bytes per weight
+    for b in (1, 2):
+        memory_bound = b * result["read_bandwidth_bytes_per_s"] / result["weight_bytes"]
+        assert sweep["estimates_tokens_per_s"]["memory-bound"][str(b)] == pytest.approx(memory_bound)
+        matmul_rate = sweep["linear_flops_per_s"][str(b)] / flops_per_token
+        assert sweep["estimates_tokens_per_s"]["matmul-rate"][str(b)] == pytest.approx(matmul_rate)
+        ours = sweep["results"][generation.COMPILED][str(b)]["tokens_per_s"]
+        assert f"| {b} | {ours:.2f} | {ours / b:.2f} |" in run.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -73,9 +73,10 @@ def test_benchmark_batch_sweep_runs_on_cuda(tmp_path):
     subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "generation.py"), "--device", "cuda", "--reduced",
                     "--sweep-only", "--batch-sizes", "1,4,16", "--rounds", "2", "--new-tokens", "8",
                     "--json", str(out), "--plot", str(plot)], check=True, timeout=900)
-    sweep = json.loads(out.read_text())["batch_sweep"]["results"]
-    assert set(sweep) == {"ours, KV cache + compile", "transformers generate"}
-    assert all(r["tokens_per_s"] > 0 for runs in sweep.values() for r in runs.values()) and plot.stat().st_size > 0
+    sweep = json.loads(out.read_text())["batch_sweep"]
+    assert set(sweep["results"]) == {"ours, KV cache + compile", "transformers generate"}
+    assert all(r["tokens_per_s"] > 0 for runs in sweep["results"].values() for r in runs.values())
+    assert all(f > 0 for f in sweep["linear_flops_per_s"].values()) and plot.stat().st_size > 0
 
 
 def test_int8_linear_on_cuda_equals_the_dequantized_layer(nb05):
