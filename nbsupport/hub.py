@@ -5,6 +5,7 @@ a gated repository without access) we write a stand-in with the same file names,
 dtypes to disk instead, so the notebook runs the very same loading code on it.
 """
 
+import importlib
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,23 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
+
+
+def network_errors():
+    """The exception types of a connection that failed (no route, proxy, SSL, time-out), for whichever HTTP
+    client this huggingface_hub uses: requests before 1.0, httpx in 1.x, httpx2 in 2.x."""
+    errors = [ConnectionError, TimeoutError]
+    for module, name in [("requests.exceptions", "ConnectionError"), ("requests.exceptions", "Timeout"),
+                         ("httpx", "TransportError"), ("httpx2", "TransportError")]:
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+NETWORK_HINT = ("if you are behind a proxy, check HTTPS_PROXY/HTTP_PROXY; "
+                "for SSL errors, the certificates (SSL_CERT_FILE, REQUESTS_CA_BUNDLE)")
 
 
 def why_unavailable(err, repo_id):
@@ -30,6 +48,8 @@ def why_unavailable(err, repo_id):
         if constants.HF_HUB_OFFLINE:
             return "HF_HUB_OFFLINE=1 and the files are not in the local Hub cache"
         return "the Hub cannot be reached (no network) and the files are not in the local Hub cache"
+    if isinstance(err, network_errors()):
+        return f"the Hub cannot be reached ({type(err).__name__}: {str(err)[:80]}); {NETWORK_HINT}"
     return f"the Hub answered with an error ({type(err).__name__})"
 
 
@@ -44,13 +64,14 @@ def standin_dir(repo_id, build_stand_in):
 def fetch(repo_id, filenames, build_stand_in):
     """Return a folder holding `filenames` (glob patterns allowed) of `repo_id`.
 
-    Tries the Hub first. When that fails for a reason a reader can fix (offline, gated, no network),
-    prints one line saying so, calls `build_stand_in(folder)` to write the stand-in files there (once;
-    it is cached per `build_stand_in.variant`) and returns that folder. Any other error is raised.
+    Tries the Hub first. When that fails for a reason a reader can fix (offline, gated, no network, a
+    proxy or SSL problem), prints one line saying so, calls `build_stand_in(folder)` to write the
+    stand-in files there (once; it is cached per `build_stand_in.variant`) and returns that folder. Any
+    other error is raised.
     """
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as err:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
         reason = why_unavailable(err, repo_id)
     folder = standin_dir(repo_id, build_stand_in)
     if not (folder / ".complete").exists():

@@ -148,3 +148,52 @@ def test_notebook_kernels_see_no_gpu_but_the_test_process_keeps_it():
         km.shutdown_kernel(now=True)
     assert "".join(out).split() == ["''", "False"]
     assert os.environ.get("CUDA_VISIBLE_DEVICES") != ""  # the pytest process is not hidden from its GPU
+
+
+@pytest.fixture
+def refusing_proxy():
+    """An HTTP proxy on 127.0.0.1 that answers every request, CONNECT included, with 403 Forbidden."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed at the end of the test
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("code", [
+    "from nbsupport import fetch\n"
+    "from nbsupport.standins import gpt2_checkpoint\n"
+    "folder = fetch('openai-community/gpt2', ['config.json', 'model.safetensors'], gpt2_checkpoint(16, 1, 2, 60, 16))\n"
+    "print(sorted(p.name for p in folder.iterdir()))",
+    "import torch\n"
+    "from nbsupport import import_notebook\n"
+    "nb05 = import_notebook('05-standalone-llama32.ipynb')\n"
+    "folder = nb05.fetch_llama32('1B', False, torch.device('cpu'))\n"
+    "print(sorted(p.name for p in folder.iterdir()))",
+], ids=["nbsupport.fetch", "notebook-05"])
+def test_a_broken_proxy_gives_the_one_line_and_the_stand_in(refusing_proxy, tmp_path, code):
+    """Online (no HF_HUB_OFFLINE) behind a proxy that refuses: huggingface_hub raises the HTTP client's
+    proxy error instead of falling back to the cache; the reader gets the stand-in and one line that says
+    why and what to check, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "NO_PROXY", "no_proxy")}
+    env |= {"HTTPS_PROXY": refusing_proxy, "HTTP_PROXY": refusing_proxy, "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_ETAG_TIMEOUT": "20", "HF_HUB_DOWNLOAD_TIMEOUT": "20"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and "stand-in" in lines[0] and "HTTPS_PROXY" in lines[0], result.stdout
+    assert "config.json" in lines[1]
