@@ -397,7 +397,7 @@ def main():
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
         int8_bytes = nb05.weight_bytes(ours_int8)
     table_names = list(runs)
-    batch_step = nb05.compile_decode_step(device)
+    batch_step = nb05.compile_decode_step(device, freeze=False)  # one step for every batch size
     for b in args.batch_sizes:
         prompts = ragged_prompts(batch_lengths(b, args.prompt_tokens), 128_000, seed=b, device=device)
         runs[batch_name(COMPILED, b)] = (partial(lambda ps, n: nb05.generate(ours, ps, n, cfg["context_length"],

@@ -83,6 +83,30 @@ def test_greedy_with_cache_equals_without_eager_and_compiled(nb05, small):
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], decode_step=compiled), without)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_cpu_step_runs_packed_linear_layers(nb05, dtype):
+    """The CPU decode step is compiled with freezing, so inductor repacks the weights for oneDNN/MKL: the
+    code it generates calls packed linear kernels, not plain matrix products of the weights."""
+    from torch._inductor.utils import is_mkldnn_bf16_supported, run_and_get_code
+
+    if dtype == torch.bfloat16 and not is_mkldnn_bf16_supported("cpu"):
+        pytest.skip("this CPU has no bfloat16 instructions, and inductor packs bfloat16 weights only for those")
+    cfg = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 300, "context_length": 64, "emb_dim": 64, "n_heads": 4,
+           "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 128, "dtype": dtype}
+    torch.manual_seed(0)
+    model = nb05.Llama3Model(cfg).eval()
+    model.setup_kv_cache(1, 16)
+    step = nb05.compile_decode_step(torch.device("cpu"))
+    with torch.inference_mode():
+        _, codes = run_and_get_code(step, model, torch.tensor([[5]]), torch.tensor([3]))
+    code = "\n".join(codes)
+    n_linear = 2 * (4 + 3) + 1  # per block: q, k, v, out, gate, up, down; and the output head
+    packed = code.count("torch.ops.mkl._mkl_linear.default(") + code.count("torch.ops.mkldnn._linear_pointwise.default(")
+    assert packed == n_linear, code
+    assert "extern_kernels.mm(" not in code and "extern_kernels.addmm(" not in code, code
+    assert not torch._inductor.config.freezing  # the flag was set only while the step compiled
+
+
 def test_generation_stops_at_eos(nb05, small):
     model, _, cfg = small
     prompt = torch.tensor([[1, 2, 3]])
