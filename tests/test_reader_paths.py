@@ -82,7 +82,7 @@ def test_03_loads_llama2_and_its_chat_model(hf_home):
 
 
 def test_04_loads_llama32_1b_and_instruct(hf_home):
-    out = run_notebook("04-llama2-to-llama3.ipynb", hf_home)
+    out = run_notebook("04-llama2-to-llama3.ipynb", hf_home, stop_after='print("What do llamas eat?\\n->", repr(answer))')
     assert "stand-in" not in out
     assert f"{replica_numel(hf_home, 'meta-llama/Llama-3.2-1B', '.safetensors'):,} unique parameters" in out
     assert "What do llamas eat?\n->" in out
