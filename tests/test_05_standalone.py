@@ -409,3 +409,25 @@ print("same tokens")
     assert lines[-1] == "same tokens"
     (line,) = [s for s in lines if s.startswith("torch.compile cannot build code here")]  # once, not per call
     assert "InvalidCxxCompiler" in line and "install a C++ compiler" in line
+
+
+def test_a_gpu_without_triton_gets_the_one_line_and_the_eager_step(nb05, small, monkeypatch, capsys):
+    """The CUDA branch's fallback, on the CPU: inductor raises TritonMissing itself (not wrapped in
+    BackendCompilerFailed) when it compiles the step for a GPU without Triton; here torch.compile is
+    replaced by one whose compiled function raises exactly that."""
+    model, _, cfg = small
+
+    def compile_without_triton(fn, **kwargs):
+        def compiled(*args, **kw):
+            raise torch._inductor.exc.TritonMissing(None)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_without_triton)
+    monkeypatch.setitem(nb05.COMPILE, "failed", False)
+    step = nb05.compile_decode_step(torch.device("cuda"))  # the CUDA branch; the model stays on the CPU
+    prompt = torch.tensor([[5, 77, 123]])
+    for _ in range(2):
+        assert torch.equal(nb05.generate(model, prompt, 8, decode_step=step), nb05.generate(model, prompt, 8))
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("torch.compile cannot build code here (TritonMissing: Cannot find a working triton")
+    assert "pip install triton" in line

@@ -1,7 +1,6 @@
 """The benchmark compares implementations that compute the same thing: its correctness check must pass."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -42,13 +41,15 @@ def test_peers_receive_the_same_weights():
     assert lfs.trf_blocks[0].ff.fc1.weight.data_ptr() == hf.model.layers[0].mlp.gate_proj.weight.data_ptr()
 
 
-def test_batch_sweep_writes_its_table_json_and_plot(tmp_path):
-    """The script's sweep end to end, on the reduced model (it measures nothing there, but every part runs; its
-    correctness check is the test above)."""
+def test_batch_sweep_writes_its_table_json_and_plot(tmp_path, monkeypatch, capsys):
+    """The script's sweep end to end (its main(), in this process), on the reduced model: it measures nothing
+    there, but every part runs. Its correctness check is
+    test_ragged_batch_gives_each_prompt_its_tokens_alone_and_transformers_batched_tokens."""
     out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
-    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "generation.py"), "--reduced", "--sweep-only",
-                          "--batch-sizes", "1,2", "--rounds", "1", "--new-tokens", "4", "--skip-checks", "--json", str(out),
-                          "--plot", str(plot)], check=True, capture_output=True, text=True, timeout=600)
+    monkeypatch.setattr(sys, "argv", ["generation.py", "--reduced", "--sweep-only", "--batch-sizes", "1,2", "--rounds", "1",
+                                      "--new-tokens", "4", "--skip-checks", "--json", str(out), "--plot", str(plot)])
+    generation.main()
+    stdout = capsys.readouterr().out
     result = json.loads(out.read_text())
     sweep = result["batch_sweep"]
     assert sweep["prompt_lengths"] == {"1": [16], "2": [16, 13]}
@@ -61,5 +62,5 @@ def test_batch_sweep_writes_its_table_json_and_plot(tmp_path):
         matmul_rate = sweep["linear_flops_per_s"][str(b)] / flops_per_token
         assert sweep["estimates_tokens_per_s"]["matmul-rate"][str(b)] == pytest.approx(matmul_rate)
         ours = sweep["results"][generation.COMPILED][str(b)]["tokens_per_s"]
-        assert f"| {b} | {ours:.2f} | {ours / b:.2f} |" in run.stdout
+        assert f"| {b} | {ours:.2f} | {ours / b:.2f} |" in stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
