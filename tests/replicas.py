@@ -205,3 +205,157 @@ def _llama32(folder, n_shards, shrunk, instruct, seed):
     torch.save({k: v.clone() for k, v in meta.items()}, original / "consolidated.00.pth")
     for name in ("LICENSE.txt", "USE_POLICY.md", "README.md"):
         (folder / name).write_text(f"{name} of the replica\n")
+
+
+# --- GGUF: a Llama 3.2 file as llama.cpp's converter (convert_hf_to_gguf.py) writes it, shrunk
+
+GGUF_LLAMA32 = {"emb_dim": 256, "n_heads": 4, "n_kv_groups": 2, "n_layers": 2, "hidden_dim": 512,
+                "context_length": 1024, "rope_base": 500_000.0, "norm_eps": 1e-5,
+                # Llama 3.2's scaling, with the original context shrunk like the rest so that the scaling
+                # reaches the frequencies that matter within a few hundred positions
+                "rope_freq": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_context_length": 64}}
+GGUF_VOCAB_RANKS = 1000  # the first ranks of Llama 3's tokenizer.model, then its 256 special tokens
+
+
+def llama3_vocabulary(n_ranks=GGUF_VOCAB_RANKS):
+    """(ranks: bytes -> id, special token names) of Llama 3's tokenizer cut to its first `n_ranks` ranks."""
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks = {b: r for b, r in load_tiktoken_bpe(str(files("llama_models").joinpath("llama3", "tokenizer.model"))).items()
+             if r < n_ranks}
+    assert all(bytes([b]) in ranks for b in range(256))
+    named = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+             "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
+             "<|eot_id|>", "<|python_tag|>"]
+    return ranks, named + [f"<|reserved_special_token_{i}|>" for i in range(2, 2 + 256 - len(named))]
+
+
+def bpe_merges(ranks):
+    """The merges ("a b", in GPT-2's byte characters) that build each multi-byte token from two lower-ranked ones."""
+    byte_char = _gpt2_byte_chars()
+    text = lambda b: "".join(byte_char[x] for x in b)
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:  # merge the lowest-ranked adjacent pair, among the ranks below this token's
+            pairs = [(ranks.get(a + b, 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            best, i = min(pairs)
+            assert best < rank, token
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) == 2:
+            merges.append(f"{text(parts[0])} {text(parts[1])}")
+    return merges
+
+
+def _gpt2_byte_chars():
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    rest = [b for b in range(256) if b not in keep]
+    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(rest)}
+
+
+def llama3_rope_divisors(cfg):
+    """rope_freqs.weight: per frequency, 1 (wavelength below original/high), factor (above original/low),
+    and in between 1 / ((1 - s) / factor + s) with s rising linearly in original / wavelength."""
+    rope, d = cfg["rope_freq"], cfg["emb_dim"] // cfg["n_heads"]
+    inv_freq = cfg["rope_base"] ** -(torch.arange(0, d, 2, dtype=torch.float64) / d)
+    wavelen = 2 * torch.pi / inv_freq
+    s = (rope["original_context_length"] / wavelen - rope["low_freq_factor"]) / (rope["high_freq_factor"] - rope["low_freq_factor"])
+    blend = 1 / ((1 - s) / rope["factor"] + s)
+    out = torch.where(wavelen < rope["original_context_length"] / rope["high_freq_factor"], torch.ones_like(blend),
+                      torch.where(wavelen > rope["original_context_length"] / rope["low_freq_factor"], rope["factor"], blend))
+    return out.float()
+
+
+def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama", skip=(), seed=0):
+    """A Llama 3.2 GGUF file in llama.cpp's layout: its metadata keys, the Llama 3 tokenizer (cut), tied
+    embedding (no output.weight), rope_freqs.weight, attn_q/attn_k rows in RoPE's pair order, matrices in
+    `qtype` (F16, Q8_0 or Q4_K; Q4_K blocks are random bytes with finite scales: any bytes are valid blocks),
+    norms in F32. Returns the path and the vocabulary size."""
+    import gguf
+    import numpy as np
+
+    ranks, special = llama3_vocabulary()
+    vocab = len(ranks) + len(special)
+    byte_char = _gpt2_byte_chars()
+    tokens = [None] * len(ranks)
+    for b, r in ranks.items():
+        tokens[r] = "".join(byte_char[x] for x in b)
+    w = gguf.GGUFWriter(str(path), architecture)
+    w.add_name("Llama 3.2 1B Instruct (shrunk replica)")
+    w.add_block_count(cfg["n_layers"])
+    w.add_context_length(cfg["context_length"])
+    w.add_embedding_length(cfg["emb_dim"])
+    w.add_feed_forward_length(cfg["hidden_dim"])
+    w.add_head_count(cfg["n_heads"])
+    w.add_head_count_kv(cfg["n_kv_groups"])
+    w.add_rope_freq_base(cfg["rope_base"])
+    w.add_layer_norm_rms_eps(cfg["norm_eps"])
+    w.add_key_length(cfg["emb_dim"] // cfg["n_heads"])
+    w.add_value_length(cfg["emb_dim"] // cfg["n_heads"])
+    w.add_file_type({"F16": 1, "Q8_0": 7, "Q4_K": 15}[qtype])  # llama.cpp's LLAMA_FTYPE_* (Q4_K: Q4_K_M)
+    w.add_vocab_size(vocab)
+    w.add_rope_dimension_count(cfg["emb_dim"] // cfg["n_heads"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens + special)
+    w.add_token_types([1] * len(ranks) + [3] * len(special))  # normal, control
+    w.add_token_merges(bpe_merges(ranks))
+    w.add_bos_token_id(len(ranks))          # <|begin_of_text|>
+    w.add_eos_token_id(len(ranks) + 9)      # <|eot_id|>, as in the Instruct model's file
+    w.add_add_bos_token(True)
+    w.add_chat_template("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n")
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    g = torch.Generator().manual_seed(seed)
+    d, kv, hd = cfg["emb_dim"], cfg["emb_dim"] // cfg["n_heads"] * cfg["n_kv_groups"], cfg["emb_dim"] // cfg["n_heads"]
+    hf = {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.05,
+          "model.norm.weight": 1 + 0.1 * torch.randn(d, generator=g)}
+    for i in range(cfg["n_layers"]):
+        p = f"model.layers.{i}."
+        for name, shape in [("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)), ("self_attn.v_proj", (kv, d)),
+                            ("self_attn.o_proj", (d, d)), ("mlp.gate_proj", (cfg["hidden_dim"], d)),
+                            ("mlp.up_proj", (cfg["hidden_dim"], d)), ("mlp.down_proj", (d, cfg["hidden_dim"]))]:
+            hf[p + name + ".weight"] = torch.randn(*shape, generator=g) / shape[1] ** 0.5
+        hf[p + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
+        hf[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
+
+    def pair_order(t, heads):  # the converter's permute: each head's halves -> adjacent pairs
+        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    rng = np.random.default_rng(seed)
+    out = {"rope_freqs.weight": llama3_rope_divisors(cfg).numpy(), "token_embd.weight": hf["model.embed_tokens.weight"],
+           "output_norm.weight": hf["model.norm.weight"]}
+    for i in range(cfg["n_layers"]):
+        for ours, theirs in names.items():
+            t = hf[f"model.layers.{i}.{ours}.weight"]
+            if theirs in ("attn_q", "attn_k"):
+                t = pair_order(t, cfg["n_heads"] if theirs == "attn_q" else cfg["n_kv_groups"])
+            out[f"blk.{i}.{theirs}.weight"] = t
+    for name, t in out.items():
+        if name in skip:
+            continue
+        t = t.numpy() if isinstance(t, torch.Tensor) else t
+        if t.ndim == 1:
+            w.add_tensor(name, t.astype(np.float32))
+        elif qtype == "F16":
+            w.add_tensor(name, t.astype(np.float16))
+        elif qtype == "Q8_0":
+            q = gguf.quants.quantize(t.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:  # Q4_K: 256 weights a block, 144 bytes: d, dmin (float16), 12 bytes of 6-bit scales, 128 of 4-bit q
+            n_blocks = t.size // 256
+            blocks = rng.integers(0, 256, size=(n_blocks, 144), dtype=np.uint8)
+            blocks[:, 0:2] = np.full(n_blocks, 1e-4, np.float16).view(np.uint8).reshape(-1, 2)
+            blocks[:, 2:4] = np.full(n_blocks, 1e-4, np.float16).view(np.uint8).reshape(-1, 2)
+            q = blocks.reshape(t.shape[0], -1)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path), vocab

