@@ -9,6 +9,7 @@ the notebooks load them in seconds. Written from the repositories' public file l
 files, independently of `nbsupport.standins`, whose stand-ins the tests compare against these.
 """
 
+import functools
 import hashlib
 import json
 import shutil
@@ -218,6 +219,7 @@ GGUF_LLAMA32 = {"emb_dim": 256, "n_heads": 4, "n_kv_groups": 2, "n_layers": 2, "
 GGUF_VOCAB_RANKS = 1000  # the first ranks of Llama 3's tokenizer.model, then its 256 special tokens
 
 
+@functools.cache
 def llama3_vocabulary(n_ranks=GGUF_VOCAB_RANKS):
     """(ranks: bytes -> id, special token names) of Llama 3's tokenizer cut to its first `n_ranks` ranks."""
     from tiktoken.load import load_tiktoken_bpe
