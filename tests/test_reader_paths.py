@@ -96,10 +96,11 @@ def test_04_loads_llama32_1b_and_instruct(hf_home):
 def test_05_loads_llama32_1b_and_3b_base_and_instruct(hf_home, model, instruct):
     repo_id = f"meta-llama/Llama-3.2-{model}" + ("-Instruct" if instruct else "")
     out = run_notebook("05-standalone-llama32.ipynb", hf_home, insert_after='MODEL = "1B"',
-                       code=f"MODEL, INSTRUCT = {model!r}, {instruct}", stop_after="same 24 greedy tokens")
-    assert "stand-in" not in out
-    assert f"loaded {replica_numel(hf_home, repo_id, '.safetensors'):,} parameters" in out
-    assert "same 24 greedy tokens with and without the cache" in out
+                       code=f"MODEL, INSTRUCT = {model!r}, {instruct}", stop_after="greedy tokens with and without the cache")
+    assert "stand-in" not in out and "SmolLM2" not in out
+    assert f"Llama 3.2 {model}: {replica_numel(hf_home, repo_id, '.safetensors'):,} parameters" in out
+    assert "max |logits ours - transformers| <= 1e-4; the same 32 greedy tokens as transformers' generate" in out
+    assert "same 32 greedy tokens with and without the cache" in out
 
 
 def test_replicas_have_the_real_layout(hf_home):
