@@ -172,3 +172,19 @@ def test_stand_ins_have_the_layout_of_the_replicas(hf_home, tmp_path):
         assert flat(folder) == flat(real)
         assert nb05.llama32_config(folder, torch.bfloat16) == cfg  # config.json read the same way
         assert (folder / "original" / "tokenizer.model").read_bytes() == (real / "original" / "tokenizer.model").read_bytes()
+
+
+def test_05_runs_on_a_gguf_file_named_by_gguf_path(tmp_path):
+    """GGUF_PATH: a Llama 3.2 GGUF file as llama.cpp's converter writes it (the shrunk replica, Q8_0) goes
+    through section 2 and section 3's check, with nothing downloaded, no fallback, and the one reference
+    check that transformers cannot make (RoPE scaling from the file) skipped with its reason."""
+    import gguf
+
+    path, _ = replicas.write_llama32_gguf(tmp_path / "Llama-3.2-1B-Instruct-Q8_0.gguf")
+    n = sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors if t.name != "rope_freqs.weight")
+    out = run_notebook("05-standalone-llama32.ipynb", tmp_path / "hf-home", insert_after='MODEL = "1B"',
+                       code=f"GGUF_PATH = {str(path)!r}", stop_after="greedy tokens with and without the cache")
+    assert "stand-in" not in out and "SmolLM2" not in out and "Using" not in out
+    assert f"Llama-3.2-1B-Instruct-Q8_0.gguf: {n:,} parameters in torch.float32, 2 blocks of width 256" in out
+    assert "no reference check for this model (0.0B parameters; RoPE scaling from a GGUF file: True)" in out
+    assert "same 32 greedy tokens with and without the cache" in out
