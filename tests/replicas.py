@@ -243,7 +243,10 @@ def bpe_merges(ranks):
         while len(parts) > 2:  # merge the lowest-ranked adjacent pair, among the ranks below this token's
             pairs = [(ranks.get(a + b, 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
             best, i = min(pairs)
-            assert best < rank, token
+            if best >= rank:  # a token that merges of lower ranks do not build (a few of all 128,000): any split
+                parts = next(([token[:j], token[j:]] for j in range(1, len(token))
+                              if token[:j] in ranks and token[j:] in ranks), [])
+                break
             parts[i:i + 2] = [parts[i] + parts[i + 1]]
         if len(parts) == 2:
             merges.append(f"{text(parts[0])} {text(parts[1])}")
@@ -269,22 +272,24 @@ def llama3_rope_divisors(cfg):
     return out.float()
 
 
-def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama", skip=(), seed=0):
-    """A Llama 3.2 GGUF file in llama.cpp's layout: its metadata keys, the Llama 3 tokenizer (cut), tied
-    embedding (no output.weight), rope_freqs.weight, attn_q/attn_k rows in RoPE's pair order, matrices in
-    `qtype` (F16, Q8_0 or Q4_K; Q4_K blocks are random bytes with finite scales: any bytes are valid blocks),
-    norms in F32. Returns the path and the vocabulary size."""
+def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama", skip=(), seed=0, params=None,
+                       n_ranks=GGUF_VOCAB_RANKS, name="Llama 3.2 1B Instruct (shrunk replica)"):
+    """A Llama 3.2 GGUF file in llama.cpp's layout: its metadata keys, the Llama 3 tokenizer (its first
+    `n_ranks` ranks; all 128,000 for the real size), tied embedding (no output.weight), rope_freqs.weight,
+    attn_q/attn_k rows in RoPE's pair order, matrices in `qtype` (F16, BF16, Q8_0 or Q4_K; Q4_K blocks are
+    random bytes with finite scales: any bytes are valid blocks), norms in F32. The weights are random, or
+    `params` (Hugging Face names, as in model.safetensors). Returns the path and the vocabulary size."""
     import gguf
     import numpy as np
 
-    ranks, special = llama3_vocabulary()
+    ranks, special = llama3_vocabulary(n_ranks)
     vocab = len(ranks) + len(special)
     byte_char = _gpt2_byte_chars()
     tokens = [None] * len(ranks)
     for b, r in ranks.items():
         tokens[r] = "".join(byte_char[x] for x in b)
     w = gguf.GGUFWriter(str(path), architecture)
-    w.add_name("Llama 3.2 1B Instruct (shrunk replica)")
+    w.add_name(name)
     w.add_block_count(cfg["n_layers"])
     w.add_context_length(cfg["context_length"])
     w.add_embedding_length(cfg["emb_dim"])
@@ -295,7 +300,7 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
     w.add_layer_norm_rms_eps(cfg["norm_eps"])
     w.add_key_length(cfg["emb_dim"] // cfg["n_heads"])
     w.add_value_length(cfg["emb_dim"] // cfg["n_heads"])
-    w.add_file_type({"F16": 1, "Q8_0": 7, "Q4_K": 15}[qtype])  # llama.cpp's LLAMA_FTYPE_* (Q4_K: Q4_K_M)
+    w.add_file_type({"F16": 1, "BF16": 32, "Q8_0": 7, "Q4_K": 15}[qtype])  # llama.cpp's LLAMA_FTYPE_* (Q4_K: Q4_K_M)
     w.add_vocab_size(vocab)
     w.add_rope_dimension_count(cfg["emb_dim"] // cfg["n_heads"])
     w.add_tokenizer_model("gpt2")
@@ -312,9 +317,9 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
 
     g = torch.Generator().manual_seed(seed)
     d, kv, hd = cfg["emb_dim"], cfg["emb_dim"] // cfg["n_heads"] * cfg["n_kv_groups"], cfg["emb_dim"] // cfg["n_heads"]
-    hf = {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.05,
+    hf = params if params is not None else {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.05,
           "model.norm.weight": 1 + 0.1 * torch.randn(d, generator=g)}
-    for i in range(cfg["n_layers"]):
+    for i in range(cfg["n_layers"] if params is None else 0):
         p = f"model.layers.{i}."
         for name, shape in [("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)), ("self_attn.v_proj", (kv, d)),
                             ("self_attn.o_proj", (d, d)), ("mlp.gate_proj", (cfg["hidden_dim"], d)),
@@ -341,11 +346,14 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
     for name, t in out.items():
         if name in skip:
             continue
-        t = t.numpy() if isinstance(t, torch.Tensor) else t
+        t = t.float().numpy() if isinstance(t, torch.Tensor) else t
         if t.ndim == 1:
             w.add_tensor(name, t.astype(np.float32))
         elif qtype == "F16":
             w.add_tensor(name, t.astype(np.float16))
+        elif qtype == "BF16":
+            q = gguf.quants.quantize(t.astype(np.float32), gguf.GGMLQuantizationType.BF16)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
         elif qtype == "Q8_0":
             q = gguf.quants.quantize(t.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)

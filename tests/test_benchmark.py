@@ -64,3 +64,37 @@ def test_batch_sweep_writes_its_table_json_and_plot(tmp_path, monkeypatch, capsy
         ours = sweep["results"][generation.COMPILED][str(b)]["tokens_per_s"]
         assert f"| {b} | {ours:.2f} | {ours / b:.2f} |" in stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_llama_cpp_peer_computes_our_model_on_the_same_gguf_file(tmp_path):
+    """The llama.cpp rows time the model we time: on the same GGUF file (a Llama 3.2 replica in llama.cpp's
+    layout, F16), llama.cpp's greedy tokens follow ours, and the runner returns the prompt and n new tokens."""
+    if generation.llama_cpp_missing():
+        pytest.skip(generation.llama_cpp_missing())
+    import replicas
+
+    path, vocab = replicas.write_llama32_gguf(tmp_path / "replica-F16.gguf", "F16")
+    ours, _, cfg = generation.nb05.load_gguf(path, torch.float32)
+    prompt = torch.randint(0, vocab, (1, 12), generator=torch.Generator().manual_seed(3))
+    run = generation.llama_cpp_runner(path, torch.get_num_threads(), 64)
+    theirs = run(prompt, 24)
+    assert theirs.shape == (1, 36) and torch.equal(theirs[:, :12], prompt)
+    assert torch.equal(run(prompt, 24), theirs)  # each run evaluates the prompt afresh
+    # next-token predictions of ours along llama.cpp's sequence: the same model up to float16 rounding
+    with torch.no_grad():
+        predicted = ours(theirs)[0, 11:-1].argmax(-1)
+    assert (predicted == theirs[0, 12:]).float().mean().item() >= 0.9, (predicted, theirs)
+
+
+def test_gguf_of_the_benchmark_weights_loads_as_the_same_model(tmp_path):
+    """write_gguf: the benchmark's weights (Hub names) as a BF16 GGUF file hold them exactly: notebook 05's
+    GGUF loader reads back the model that its safetensors loader builds from the same tensors."""
+    cfg = {**generation.CHECK_CFG, "vocab_size": 128_256, "dtype": torch.bfloat16}
+    hf = generation.hf_model(cfg)
+    params = generation.hub_params(hf)
+    ours = generation.ours_from(params, cfg)
+    path = generation.write_gguf(params, cfg, tmp_path / "bench-BF16.gguf", "BF16")
+    again, tokenizer, cfg_again = generation.nb05.load_gguf(path, torch.bfloat16)
+    assert cfg_again["vocab_size"] == 128_256 and len(tokenizer.special_tokens) == 256
+    for (name, a), (_, b) in zip(ours.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
