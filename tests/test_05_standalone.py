@@ -153,8 +153,65 @@ def test_top_k_sampling_stays_in_the_top_k(nb05, small):
     assert seen <= best and len(seen) > 1
 
 
+@pytest.mark.parametrize("top_p", [1e-6, 0.3, 0.8, 0.95, 1.0])
+def test_top_p_keeps_the_tokens_transformers_keeps(nb05, top_p):
+    logits = torch.randn(32, 2000, generator=torch.Generator().manual_seed(4)) * 4
+    theirs = torch.isfinite(transformers.TopPLogitsWarper(top_p)(None, logits.clone()))
+    kept = nb05.keep_top_p(torch.softmax(logits, dim=-1), top_p) > 0
+    assert torch.equal(kept, theirs)
+    if top_p == 1e-6:
+        assert kept.sum(dim=-1).eq(1).all()  # the most likely token alone
+    torch.manual_seed(0)
+    drawn = torch.cat([nb05.sample(logits, 1.0, None, top_p) for _ in range(20)], dim=1)
+    assert kept.gather(1, drawn).all()  # every draw is from the nucleus
+
+
+def test_top_p_sampling_with_the_model(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[4, 8, 15]])
+    with torch.no_grad():
+        nucleus = nb05.keep_top_p(torch.softmax(model(prompt)[:, -1] / 2.0, dim=-1), 0.5)[0].nonzero().flatten()
+    torch.manual_seed(0)
+    seen = {nb05.generate(model, prompt, 1, cfg["context_length"], temperature=2.0, top_p=0.5)[0, -1].item()
+            for _ in range(100)}
+    assert seen <= set(nucleus.tolist()) and len(seen) > 1
+
+
+def test_generate_stream_yields_the_tokens_of_generate(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[4, 8, 15, 16, 23]])
+    greedy = nb05.generate(model, prompt, 20)[0, 5:].tolist()
+    assert list(nb05.generate_stream(model, prompt, 20)) == greedy
+    eos = greedy[7]
+    assert list(nb05.generate_stream(model, prompt, 20, eos_id=[999, eos])) == greedy[:greedy.index(eos)]
+    torch.manual_seed(0)
+    sampled = nb05.generate(model, prompt, 20, temperature=1.5, top_k=50, top_p=0.9)[0, 5:].tolist()
+    torch.manual_seed(0)
+    assert list(nb05.generate_stream(model, prompt, 20, temperature=1.5, top_k=50, top_p=0.9)) == sampled
+    compiled = nb05.compile_decode_step(torch.device("cpu"))
+    assert list(nb05.generate_stream(model, prompt, 20, decode_step=compiled)) == greedy
+    with pytest.raises(ValueError, match="generate_stream takes one prompt, shape \\(1, t\\), got \\(2, 5\\)"):
+        next(nb05.generate_stream(model, prompt.repeat(2, 1), 3))
+    with pytest.raises(ValueError, match="prompt \\(5 tokens\\) \\+ max_new_tokens \\(252\\) exceeds the context size \\(256\\)"):
+        next(nb05.generate_stream(model, prompt, 252))
+
+
+def test_stream_text_holds_back_split_characters(nb05):
+    from importlib.resources import files
+
+    tokenizer = nb05.Tokenizer(files("llama_models").joinpath("llama3", "tokenizer.model"))
+    for text in ["Llamas 🦙 and alpacas", "東京 and Москва, naïve café", "👩‍💻 codes"]:
+        ids = tokenizer.encode(text)
+        pieces = list(nb05.stream_text(ids, tokenizer))
+        assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
+    assert "".join(tokenizer.decode([t]) for t in tokenizer.encode("🦙")) != "🦙"  # why stream_text is needed
+    assert list(nb05.stream_text([tokenizer.encode("🦙")[0]], tokenizer)) == ["\ufffd"]  # cut off: replaced at the end
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_new_tokens": -1}, "max_new_tokens must be >= 0"),
+    ({"top_p": 0.0}, "top_p must be None or in \\(0, 1\\], got 0.0"),
+    ({"top_p": 1.5}, "top_p must be None or in"),
     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
     ({"temperature": float("nan")}, "temperature must be a finite number >= 0 \\(0 means greedy\\), got nan"),
     ({"temperature": float("inf")}, "temperature must be a finite number >= 0"),
