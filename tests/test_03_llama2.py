@@ -1,53 +1,23 @@
 """Notebook 03's Llama 2 against Meta's own reference implementation (llama_models.llama3.model).
 
 With rope_theta=10000, no rope scaling and n_kv_heads == n_heads, Meta's Llama 3 reference is the
-Llama 2 architecture. It imports fairscale's model-parallel layers; on one process they are plain
-nn.Linear / nn.Embedding, so we provide those under fairscale's names instead of installing fairscale.
+Llama 2 architecture. nbsupport.references imports it with single-process stand-ins for fairscale's layers.
 """
 
-import importlib
 import sys
-import types
 
 import pytest
 import torch
 from torch import nn
 
 from nbsupport import fetch, import_notebook
+from nbsupport.references import meta_llama2, meta_llama_module
 from nbsupport.standins import LLAMA2_SENTENCEPIECE_OPTIONS, llama2_checkpoint
 
 
-class _ParallelLinear(nn.Linear):
-    def __init__(self, in_features, out_features, bias=True, **_parallel_options):
-        super().__init__(in_features, out_features, bias=bias)
-
-
-class _ParallelEmbedding(nn.Embedding):
-    def __init__(self, num_embeddings, embedding_dim, **_parallel_options):
-        super().__init__(num_embeddings, embedding_dim)
-
-
 @pytest.fixture(scope="module")
-def meta_reference(monkeypatch_module):
-    layers = types.ModuleType("fairscale.nn.model_parallel.layers")
-    layers.ColumnParallelLinear = layers.RowParallelLinear = _ParallelLinear
-    layers.VocabParallelEmbedding = _ParallelEmbedding
-    initialize = types.ModuleType("fairscale.nn.model_parallel.initialize")
-    initialize.get_model_parallel_world_size = lambda: 1
-    for name in ("fairscale", "fairscale.nn", "fairscale.nn.model_parallel"):
-        monkeypatch_module.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch_module.setitem(sys.modules, "fairscale.nn.model_parallel.layers", layers)
-    monkeypatch_module.setitem(sys.modules, "fairscale.nn.model_parallel.initialize", initialize)
-    sys.modules.pop("llama_models.llama3.model", None)
-    model = importlib.import_module("llama_models.llama3.model")
-    yield model
-    sys.modules.pop("llama_models.llama3.model", None)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
+def meta_reference():
+    return meta_llama_module()
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +68,7 @@ def test_logits_equal_metas_reference(nb03, meta_reference):
 
 
 def test_without_the_permutation_the_logits_are_wrong(nb03, meta_reference, monkeypatch):
-    """Meta's weights loaded unchanged give other logits than Meta's code; with Meta's rotation in place of
-    ours (the notebook's demo reference, logits_with_metas_rotation) they give Meta's logits again."""
+    """Meta's weights loaded unchanged give other logits than Meta's code."""
     ref, params = meta_model_and_params(meta_reference)
     model = our_llama(nb03)
     monkeypatch.setattr(nb03, "permute_for_halves_rope", lambda w, n_heads: w)
@@ -107,10 +76,37 @@ def test_without_the_permutation_the_logits_are_wrong(nb03, meta_reference, monk
     model.eval()
     tokens = torch.randint(0, 113, (2, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        theirs = ref(tokens, start_pos=0)
-        assert (model(tokens) - theirs).abs().max().item() > 1e-2
-    assert (nb03.logits_with_metas_rotation(model, tokens) - theirs).abs().max().item() <= 1e-5
-    assert nb03.compute_rope is not nb03.meta_rope  # the demo put our rotation back
+        assert (model(tokens) - ref(tokens, start_pos=0)).abs().max().item() > 1e-2
+
+
+def test_meta_llama2_is_metas_model_on_the_checkpoints_tensors(meta_reference):
+    """The notebook's reference (built on the meta device, weights assigned) = Meta's Transformer as Meta builds
+    it, and it shares the checkpoint's tensors instead of copying them."""
+    ref, params = meta_model_and_params(meta_reference)
+    built = meta_llama2(PARAM_CONFIG, 113, params, max_seq_len=64)
+    assert built.tok_embeddings.weight.data_ptr() == params["tok_embeddings.weight"].data_ptr()
+    tokens = torch.randint(0, 113, (1, 40), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(built(tokens, start_pos=0), ref(tokens[:1], start_pos=0))
+
+
+def test_metas_reference_import_leaves_no_fake_fairscale():
+    meta_llama_module()
+    assert not any(name.startswith("fairscale") and not hasattr(sys.modules[name], "__file__")
+                   for name in list(sys.modules))
+
+
+def test_notebook_check_against_meta_fails_for_wrong_rope_frequencies(nb03, meta_reference, monkeypatch):
+    """The notebook compares the loaded model with Meta's code: a RoPE base other than Llama 2's is caught."""
+    _, params = meta_model_and_params(meta_reference)
+    ref = meta_llama2(PARAM_CONFIG, 113, params, max_seq_len=64)
+    wrong = nb03.precompute_rope_params
+    monkeypatch.setattr(nb03, "precompute_rope_params", lambda head_dim, theta_base=10_000, context_length=4096:
+                        wrong(head_dim, 500_000, context_length))
+    model = our_llama(nb03)
+    nb03.load_weights_into_llama(model, our_config(nb03), params)
+    tokens = torch.randint(0, 113, (1, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert (model.eval()(tokens) - ref(tokens, start_pos=0)).abs().max().item() > 1e-3
 
 
 def test_greedy_generation_equals_reference(nb03, meta_reference):
@@ -214,5 +210,19 @@ def test_offline_tokenizer_round_trips_and_uses_llama2_options(nb03, stand_in_fo
 
 def test_stand_in_checkpoint_has_metas_format(nb03, stand_in_folder):
     params = torch.load(stand_in_folder / "consolidated.00.pth", mmap=True, weights_only=True)
-    assert set(params) == nb03.llama2_checkpoint_keys(2) | {"rope.freqs"}
+    assert set(params) == set(nb03.llama2_names(2)) | {"rope.freqs"}
     assert {v.dtype for v in params.values()} == {torch.bfloat16}
+
+
+def test_device_for_puts_the_model_on_the_gpu_only_where_its_weights_fit(nb03, capsys):
+    """Notebooks 03 and 04's GPU placement, decided on the CPU: 7B in bfloat16 (13.5 GB) at the free memory of
+    a 16 GB card (a T4: 14.5 GiB free) and of a 12 GB card."""
+    with torch.device("meta"):
+        model = nb03.Llama2Model(nb03.LLAMA2_CONFIG_7B)
+    cuda = torch.device("cuda")
+    assert nb03.device_for(model, cuda, free_bytes=14.5 * 2**30) == cuda
+    assert capsys.readouterr().out == ""
+    assert nb03.device_for(model, cuda, free_bytes=12 * 2**30) == torch.device("cpu")
+    assert capsys.readouterr().out == ("the weights (12.6 GiB) do not fit in the GPU's 12.0 GiB of free memory: "
+                                       "the model runs on the CPU\n")
+    assert nb03.device_for(model, torch.device("cpu")) == torch.device("cpu")
