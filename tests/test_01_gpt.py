@@ -124,3 +124,33 @@ def test_loss_of_uniform_model_is_log_vocab(nb01, tiny_gpt_cfg):
     inputs = torch.randint(0, 97, (2, 5))
     loss = nb01.calc_loss_batch(inputs, inputs, Uniform(), "cpu")
     assert loss.item() == pytest.approx(torch.log(torch.tensor(97.0)).item(), rel=1e-6)
+
+
+def test_training_plan_on_a_gpu_fits_its_memory_and_falls_back(nb01):
+    """The GPU branch's choice at the memory of a T4 (16 GB card), an 8 GB card and a 2 GB card."""
+    text = "x" * 1000
+    t4 = nb01.training_plan(torch.device("cuda"), text, free_bytes=14.7 * 2**30)
+    assert t4["cfg"]["n_layers"] == 12 and t4["cfg"]["context_length"] == 256 and t4["batch_size"] == 8
+    assert t4["corpus"] == text and t4["lr"] == 4e-4
+    assert nb01.training_bytes(t4["cfg"], 8) <= 0.8 * 14.7 * 2**30 < nb01.training_bytes(t4["cfg"], 16)
+    assert nb01.training_plan(torch.device("cuda"), text, free_bytes=7.5 * 2**30)["batch_size"] == 2
+    small = nb01.training_plan(torch.device("cuda"), text, free_bytes=2 * 2**30)
+    assert small["cfg"] is nb01.GPT_CONFIG_SMALL and small["batch_size"] == 8
+    assert nb01.training_plan(torch.device("cpu"), text)["cfg"] is nb01.GPT_CONFIG_SMALL
+
+
+def test_training_bytes_grows_with_the_batch_by_the_logits_and_activations(nb01):
+    cfg = {**nb01.GPT_CONFIG_124M, "context_length": 256}
+    per_window = nb01.training_bytes(cfg, 2) - nb01.training_bytes(cfg, 1)
+    assert per_window == 4 * 256 * (90 * 12 * 768 + 3 * 50257)
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in nb01.GPTModel(cfg).parameters())
+    assert nb01.training_bytes(cfg, 1) - per_window == 16 * n_params  # weights, gradients, AdamW's 2 moments
+
+
+@pytest.mark.parametrize("steps_per_epoch, expected", [(123, (1, 20)), (45, (3, 22)), (22, (5, 18)), (500, (1, 83))])
+def test_training_schedule_evaluates_about_six_times_in_at_least_100_steps(nb01, steps_per_epoch, expected):
+    num_epochs, eval_freq = nb01.training_schedule(steps_per_epoch)
+    assert (num_epochs, eval_freq) == expected
+    steps = num_epochs * steps_per_epoch
+    assert steps >= 100 and 6 <= len(range(0, steps, eval_freq)) <= 7  # the loop evaluates at steps 0, eval_freq, ...

@@ -124,3 +124,20 @@ def test_gpt_124m_trains_on_cuda():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_notebook_01_training_plan_fits_this_gpu():
+    """The plan's batch runs a training step on this GPU, within the plan's memory estimate."""
+    nb01 = import_notebook("01-gpt-from-scratch.ipynb")
+    plan = nb01.training_plan(CUDA, "x")
+    cfg, b = plan["cfg"], plan["batch_size"]
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    model = nb01.GPTModel(cfg).to(CUDA).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan["lr"], weight_decay=0.1)
+    tokens = torch.randint(0, 50257, (b, cfg["context_length"] + 1), device=CUDA)
+    for _ in range(2):
+        optimizer.zero_grad()
+        nb01.calc_loss_batch(tokens[:, :-1], tokens[:, 1:], model, CUDA).backward()
+        optimizer.step()
+    assert torch.cuda.max_memory_allocated(CUDA) <= 1.1 * nb01.training_bytes(cfg, b)
