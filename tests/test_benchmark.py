@@ -55,7 +55,8 @@ def test_batch_sweep_writes_its_table_json_and_plot(tmp_path, monkeypatch, capsy
     assert sweep["prompt_lengths"] == {"1": [16], "2": [16, 13]}
     assert set(sweep["results"]) == {generation.COMPILED, generation.HF}
     assert all(set(runs) == {"1", "2"} for runs in sweep["results"].values())
-    flops_per_token = 2 * result["weight_bytes"] / 2  # bfloat16: 2 bytes per weight
+    flops_per_token = sweep["flops_per_token"]  # a multiply and an add per weight of the linear layers, head included:
+    assert flops_per_token == pytest.approx(2 * result["weight_bytes"] / 2, rel=0.01)  # bfloat16: 2 bytes per weight
     for b in (1, 2):
         memory_bound = b * result["read_bandwidth_bytes_per_s"] / result["weight_bytes"]
         assert sweep["estimates_tokens_per_s"]["memory-bound"][str(b)] == pytest.approx(memory_bound)
