@@ -99,3 +99,19 @@ def test_gguf_of_the_benchmark_weights_loads_as_the_same_model(tmp_path):
     assert cfg_again["vocab_size"] == 128_256 and len(tokenizer.special_tokens) == 256
     for (name, a), (_, b) in zip(ours.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_batch_1_table_json_and_profile_without_a_sweep(tmp_path, monkeypatch, capsys):
+    """The script's batch-1 rows end to end on the reduced model, with --profile and --json but no sweep."""
+    out = tmp_path / "table.json"
+    monkeypatch.setattr(sys, "argv", ["generation.py", "--reduced", "--rounds", "1", "--new-tokens", "4", "--skip-checks",
+                                      "--no-llama-cpp", "--profile", "--json", str(out)])
+    generation.main()
+    stdout = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["batch_sweep"]["results"] == {} and result["batch_sweep"]["flops_per_token"] is None
+    assert set(result["profiles"]) == {generation.COMPILED, generation.INT8}
+    for name, p in result["profiles"].items():
+        assert p["tokens"] == 17 and sum(op["s"] for op in p["top_self_time"]) <= p["total_s"] * 1.5
+        assert f"profile of {name}, 17 tokens" in stdout
+    assert "llama.cpp left out: --no-llama-cpp" in stdout

@@ -38,7 +38,7 @@ def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
     from torch._dynamo.utils import counters
     from torch._inductor import cudagraph_trees
 
-    model, cfg = small_llama(nb05, torch.bfloat16)
+    model, cfg = small_llama(nb05, nb05.half_dtype(CUDA))  # float16 on a T4, which has no bfloat16
     prompt = torch.randint(0, cfg["vocab_size"], (1, 12), generator=torch.Generator().manual_seed(1)).to(CUDA)
     eager = nb05.generate(model, prompt, 32, cfg["context_length"])
     torch._dynamo.reset()
@@ -141,3 +141,20 @@ def test_notebook_01_training_plan_fits_this_gpu():
         nb01.calc_loss_batch(tokens[:, :-1], tokens[:, 1:], model, CUDA).backward()
         optimizer.step()
     assert torch.cuda.max_memory_allocated(CUDA) <= 1.1 * nb01.training_bytes(cfg, b)
+
+
+def test_notebooks_03_and_04_move_a_model_that_fits_to_the_gpu_and_generate_there():
+    nb03 = import_notebook("03-gpt-to-llama2.ipynb")
+    cfg = {**nb03.LLAMA2_CONFIG_7B, "vocab_size": 512, "context_length": 64, "emb_dim": 128, "n_heads": 4,
+           "n_layers": 2, "hidden_dim": 256, "dtype": torch.float32}
+    torch.manual_seed(0)
+    model = nb03.Llama2Model(cfg).eval()
+    idx = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        on_cpu = model(idx)
+    assert nb03.device_for(model, CUDA) == CUDA
+    model = model.to(CUDA)
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx.to(CUDA)).cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+    out = nb03.generate(model, idx.to(CUDA), max_new_tokens=8, context_size=64)
+    assert out.device.type == "cuda" and out.shape == (1, 12)
