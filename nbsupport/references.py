@@ -56,20 +56,21 @@ def meta_llama_module():
 
 def meta_llama2(params_json, vocab_size, params, max_seq_len=256, rope_theta=10000.0):
     """Meta's reference Transformer for a Llama 2 checkpoint: `params_json` (the dict of params.json, whose
-    vocab_size is -1), the tokenizer's `vocab_size`, `params` (the tensors of consolidated.00.pth, used as they are: no copy). Its
-    cache holds `max_seq_len` positions of one sequence."""
+    vocab_size is -1), the tokenizer's `vocab_size`, and `params` (the tensors of consolidated.00.pth, used
+    as they are: no copy). Its cache holds `max_seq_len` positions of one sequence."""
     from llama_models.llama3.args import ModelArgs
     module = meta_llama_module()
-    args = ModelArgs(**{**params_json, "vocab_size": vocab_size}, rope_theta=rope_theta, use_scaled_rope=False, max_seq_len=max_seq_len,
-                     max_batch_size=1)
+    args = ModelArgs(**{**params_json, "vocab_size": vocab_size}, rope_theta=rope_theta, use_scaled_rope=False,
+                     max_seq_len=max_seq_len, max_batch_size=1)
     with torch.device("meta"):  # no memory for weights: they come from `params`
         model = module.Transformer(args)
     weights = {k: v for k, v in params.items() if k != "rope.freqs"}  # Meta's code computes these itself
     model.load_state_dict(weights, strict=True, assign=True)
+    # The frequencies and the caches were made on the meta device too: make them again, for real.
     head_dim = args.dim // args.n_heads
     model.freqs_cis = module.precompute_freqs_cis(head_dim, max_seq_len * 2, rope_theta)
-    for layer in model.layers:  # the caches were made on the meta device too
-        shape = (1, max_seq_len, args.n_kv_heads, head_dim)
-        layer.attention.cache_k = torch.zeros(shape, dtype=params["norm.weight"].dtype)
-        layer.attention.cache_v = torch.zeros(shape, dtype=params["norm.weight"].dtype)
+    cache_shape = (1, max_seq_len, args.n_kv_heads, head_dim)
+    for layer in model.layers:
+        layer.attention.cache_k = torch.zeros(cache_shape)  # (Meta's forward casts them to the activations' dtype)
+        layer.attention.cache_v = torch.zeros(cache_shape)
     return model.eval()
