@@ -326,8 +326,10 @@ def test_padded_batch_logits_equal_transformers_with_an_attention_mask(nb05, sma
     mask = (torch.arange(20) >= n_pad[:, None]).long()
     next_tokens = torch.tensor([[5], [6], [7], [8]])
     model.setup_kv_cache(4, 21)
+    for block in model.trf_blocks:
+        block.att.kv_cache = nb05.PaddedCache(block.att.kv_cache, n_pad)
     with torch.no_grad():
-        ours = [model(ids, torch.arange(20), n_pad)[:, -1], model(next_tokens, torch.tensor([20]), n_pad)[:, -1]]
+        ours = [model(ids, torch.arange(20))[:, -1], model(next_tokens, torch.tensor([20]))[:, -1]]
         ids, mask = torch.cat([ids, next_tokens], dim=1), torch.cat([mask, torch.ones(4, 1, dtype=torch.long)], dim=1)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers.generate derives from the mask
         theirs = ref(ids, attention_mask=mask, position_ids=position_ids).logits
