@@ -39,6 +39,7 @@ whose peak RSS is compared with the file size.
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def lfs_from(ours, cfg):
 
 COMPILED, LFS, HF = "ours, KV cache + compile", "llms-from-scratch KV cache", "transformers generate"
 INT8 = "ours, int8 weights + compile"
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
 LLAMA_CPP = "llama.cpp {}"  # .format(the GGUF file's type)
 
 
@@ -312,7 +314,6 @@ def load_peak_rss(params):
 def cpu_description():
     """The CPU's model name and the instruction sets that decide PyTorch's CPU kernels, e.g. 'Intel(R) Xeon(R)
     Processor (AVX-512, AVX-512 BF16, AMX; 2 cores)'."""
-    import os
     import platform
     name = platform.processor() or "CPU"
     cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform.processor() names it
@@ -567,6 +568,10 @@ def main():
     results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds)
     where = (torch.cuda.get_device_name() if device.type == "cuda"
              else f"{cpu_description()}, {torch.get_num_threads()} threads")
+    # Variables that change which kernels PyTorch and oneDNN pick: a result is only comparable with them.
+    isa_env = {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}
+    if isa_env:
+        where += ", " + ", ".join(f"{k}={v}" for k, v in isa_env.items())
     dtype_name = args.dtype
     print(f"\nLlama 3.2 1B architecture{' (reduced)' if args.reduced else ''} in {dtype_name}, greedy, "
           f"{args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, {where}; best of {args.rounds} rounds")
@@ -636,7 +641,7 @@ def main():
 
     if args.json:
         args.json.write_text(json.dumps({
-            "device": device.type, "device_name": where, "reduced": args.reduced, "threads": torch.get_num_threads(),
+            "device": device.type, "device_name": where, "environment": isa_env, "reduced": args.reduced, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "dtype": dtype_name,
             "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "weight_bytes": weight_bytes,
             "rounds": args.rounds, "read_bandwidth_bytes_per_s": bandwidth,
