@@ -43,8 +43,10 @@ def definitions(notebook):
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
-        # IPython magics (%matplotlib, !pip) are not Python; they never define anything we need.
-        source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        # IPython magics (%matplotlib, !pip) are not Python and never define anything we need; each
+        # becomes `pass`, so that a block of magics (Colab's set-up under an `if`) still parses.
+        source = "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                           else line for line in source.splitlines())
         tree = ast.parse(source)
         kept += [ast.get_source_segment(source, node) for node in tree.body if _keeps(node, notebook_modules)]
     return "\n\n".join(kept) + "\n"
