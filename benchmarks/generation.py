@@ -117,8 +117,22 @@ def lfs_from(ours, cfg):
 
 COMPILED, LFS, HF = "ours, KV cache + compile", "llms-from-scratch KV cache", "transformers generate"
 INT8 = "ours, int8 weights + compile"
+AUTOTUNED = "ours, KV cache + compile, max-autotune"
 ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
 LLAMA_CPP = "llama.cpp {}"  # .format(the GGUF file's type)
+
+
+def autotuned_step(*args, **kwargs):
+    """Notebook 05's CPU decode step, compiled (at its first call) with max-autotune over inductor's C++ GEMM
+    template and oneDNN's packed product ("ATEN" among inductor's backends)."""
+    global _autotuned
+    if _autotuned is None:
+        _autotuned = nb05.compile_decode_step(torch.device("cpu"))
+    with torch._inductor.config.patch(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN"):
+        return _autotuned(*args, **kwargs)
+
+
+_autotuned = None
 
 
 def runners(ours, lfs, hf, cfg, device, compiled_step=None):
@@ -506,6 +520,9 @@ def main():
     parser.add_argument("--reduced", action="store_true",
                         help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
     parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp rows")
+    parser.add_argument("--autotune", action="store_true",
+                        help="CPU: add a compiled row whose products inductor's max-autotune chooses (its C++ "
+                             "template or oneDNN's product, whichever it measures faster for each shape)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the compiled bfloat16 and int8 decode steps: the operators that take the time")
     parser.add_argument("--smollm2", action="store_true",
@@ -542,6 +559,10 @@ def main():
         ours_int8 = nb05.quantize_int8(ours_from(params, cfg)).to(device)
         int8_step = nb05.compile_decode_step(device)
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
+        if args.autotune and device.type == "cpu":
+            ours_tuned = ours_from(params, cfg)  # a frozen step owns its model: a copy of its own
+            runs[AUTOTUNED] = (lambda n: nb05.generate(ours_tuned, prompt, n, cfg["context_length"],
+                                                       decode_step=autotuned_step), 1)
         int8_bytes = nb05.weight_bytes(ours_int8)
     gguf_dir, gguf_bytes = tempfile.TemporaryDirectory(), {}
     why_no_llama_cpp = "--no-llama-cpp" if args.no_llama_cpp else ("CUDA: this script runs llama.cpp on the CPU only"
@@ -595,7 +616,8 @@ def main():
         print(f"int8 weights: same next token as {dtype_name} at {agree:.0%} of {sequence.shape[1]} "
               f"positions; logits relative error {rel_err:.1%}")
         pairs = [(COMPILED, LFS), (COMPILED, HF)] + [(ours_name, LLAMA_CPP.format(q)) for ours_name, q in
-                                                       ((COMPILED, "BF16"), (INT8, "Q8_0")) if q in gguf_bytes]
+                                                       ((COMPILED, "BF16"), (AUTOTUNED, "BF16"), (INT8, "Q8_0"))
+                                                       if q in gguf_bytes and ours_name in results]
         ratios = {f"{a} vs {b}": [r[a][0] / r[b][0] for r in rounds] for a, b in pairs}
         for a, b in pairs:
             best, per_round = results[a]["tokens_per_s"] / results[b]["tokens_per_s"], ratios[f"{a} vs {b}"]
