@@ -122,19 +122,6 @@ ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRU
 LLAMA_CPP = "llama.cpp {}"  # .format(the GGUF file's type)
 
 
-def autotuned_step(*args, **kwargs):
-    """Notebook 05's CPU decode step, compiled (at its first call) with max-autotune over inductor's C++ GEMM
-    template and oneDNN's packed product ("ATEN" among inductor's backends)."""
-    global _autotuned
-    if _autotuned is None:
-        _autotuned = nb05.compile_decode_step(torch.device("cpu"))
-    with torch._inductor.config.patch(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN"):
-        return _autotuned(*args, **kwargs)
-
-
-_autotuned = None
-
-
 def runners(ours, lfs, hf, cfg, device, compiled_step=None):
     compiled_step = compiled_step or nb05.compile_decode_step(device)
     ctx = cfg["context_length"]
@@ -561,8 +548,12 @@ def main():
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
         if args.autotune and device.type == "cpu":
             ours_tuned = ours_from(params, cfg)  # a frozen step owns its model: a copy of its own
-            runs[AUTOTUNED] = (lambda n: nb05.generate(ours_tuned, prompt, n, cfg["context_length"],
-                                                       decode_step=autotuned_step), 1)
+            tuned_step = nb05.compile_decode_step(device)
+
+            def autotuned(n):  # inductor reads the options when the step compiles, at its first call
+                with torch._inductor.config.patch(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN"):
+                    return nb05.generate(ours_tuned, prompt, n, cfg["context_length"], decode_step=tuned_step)
+            runs[AUTOTUNED] = (autotuned, 1)
         int8_bytes = nb05.weight_bytes(ours_int8)
     gguf_dir, gguf_bytes = tempfile.TemporaryDirectory(), {}
     why_no_llama_cpp = "--no-llama-cpp" if args.no_llama_cpp else ("CUDA: this script runs llama.cpp on the CPU only"

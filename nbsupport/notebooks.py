@@ -35,6 +35,13 @@ def _keeps(node, notebook_modules):
     return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
 
 
+def without_magics(source):
+    """A cell's source as Python: IPython magics (%matplotlib, !pip) never define anything we need, and
+    each becomes `pass`, so that a block of magics (Colab's set-up under an `if`) still parses."""
+    return "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                     else line for line in source.splitlines())
+
+
 def definitions(notebook):
     """The source code of the notebook's definitions, in cell order."""
     cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
@@ -42,11 +49,7 @@ def definitions(notebook):
     for cell in cells:
         if cell["cell_type"] != "code":
             continue
-        source = "".join(cell["source"])
-        # IPython magics (%matplotlib, !pip) are not Python and never define anything we need; each
-        # becomes `pass`, so that a block of magics (Colab's set-up under an `if`) still parses.
-        source = "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
-                           else line for line in source.splitlines())
+        source = without_magics("".join(cell["source"]))
         tree = ast.parse(source)
         kept += [ast.get_source_segment(source, node) for node in tree.body if _keeps(node, notebook_modules)]
     return "\n\n".join(kept) + "\n"

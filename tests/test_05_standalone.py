@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import transformers
 
 from nbsupport import import_notebook
-from nbsupport.notebooks import REPO_ROOT
+from nbsupport.notebooks import REPO_ROOT, without_magics
 
 transformers.logging.set_verbosity_error()
 NOTEBOOK = "05-standalone-llama32.ipynb"
@@ -381,8 +381,7 @@ def test_notebook_imports_nothing_from_the_repository():
     cells = json.loads((REPO_ROOT / NOTEBOOK).read_text())["cells"]
     source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     modules = set()
-    python = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M)  # IPython's magics: not Python
-    for node in ast.walk(ast.parse(python)):
+    for node in ast.walk(ast.parse(without_magics(source))):
         if isinstance(node, ast.Import):
             modules |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
