@@ -329,15 +329,15 @@ def cpu_description():
     return f"{name} ({', '.join(flags) or 'no AVX2'}; {os.cpu_count()} cores)"
 
 
-def time_in_turns(runs, new_tokens, device, n_rounds):
+def time_in_turns(runs, new_tokens, device, n_rounds, bandwidth_bytes=2**31):
     """`runs`: name -> (run(n), batch size). Warm up every run, then time them in turns, so that a slow phase
     of the machine (its speed drifts by tens of percent) hits all of them alike. Each reports its best round
     and its median; also returns every round's (tokens/s, first token s, output), and the best read
-    bandwidth measured."""
+    bandwidth measured (reading `bandwidth_bytes` per round)."""
     memory = {name: warm_up(run, new_tokens, device) for name, (run, _) in runs.items()}
     bandwidths, rounds = [], []
     for i in range(n_rounds):
-        bandwidths.append(read_bandwidth(device))
+        bandwidths.append(read_bandwidth(device, bandwidth_bytes))
         rounds.append({name: decode_rate(run, new_tokens, device, batch) for name, (run, batch) in runs.items()})
         print(f"  round {i + 1}/{n_rounds}: read bandwidth {bandwidths[-1] / 1e9:.1f} GB/s; tokens/s "
               + ", ".join(f"{name} {r[0]:.2f}" for name, r in rounds[-1].items()), flush=True)
@@ -505,7 +505,8 @@ def main():
     parser.add_argument("--skip-checks", action="store_true",
                         help="skip the correctness checks before timing (a quick run of the rest of the script)")
     parser.add_argument("--reduced", action="store_true",
-                        help="a narrow 2-layer model instead of the full 1B one: checks that the script runs, measures nothing")
+                        help="a narrow 2-layer model instead of the full 1B one, and a 64 MiB bandwidth read instead of "
+                             "2 GiB: checks that the script runs, measures nothing")
     parser.add_argument("--no-llama-cpp", action="store_true", help="leave out the llama.cpp rows")
     parser.add_argument("--autotune", action="store_true",
                         help="CPU: add a compiled row whose products inductor's max-autotune chooses (its C++ "
@@ -577,7 +578,8 @@ def main():
                                                                                 decode_step=batch_step), prompts), b)
         runs[batch_name(HF, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
-    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds)
+    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds,
+                                               2**26 if args.reduced else 2**31)
     where = (torch.cuda.get_device_name() if device.type == "cuda"
              else f"{cpu_description()}, {torch.get_num_threads()} threads")
     # Variables that change which kernels PyTorch and oneDNN pick: a result is only comparable with them.

@@ -102,9 +102,11 @@ def test_gguf_of_the_benchmark_weights_loads_as_the_same_model(tmp_path):
 
 
 def test_batch_1_table_json_and_profile_without_a_sweep(tmp_path, monkeypatch, capsys):
-    """The script's batch-1 rows end to end on the reduced model, with --profile and --json but no sweep."""
+    """The script's batch-1 rows end to end on the reduced model, with --profile and --json but no sweep.
+    17 new tokens, as many as the profile generates: its runs reuse the compiled steps (the static cache has
+    the same length) instead of compiling them again."""
     out = tmp_path / "table.json"
-    monkeypatch.setattr(sys, "argv", ["generation.py", "--reduced", "--rounds", "1", "--new-tokens", "4", "--skip-checks",
+    monkeypatch.setattr(sys, "argv", ["generation.py", "--reduced", "--rounds", "1", "--new-tokens", "17", "--skip-checks",
                                       "--no-llama-cpp", "--profile", "--json", str(out)])
     generation.main()
     stdout = capsys.readouterr().out
