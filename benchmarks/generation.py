@@ -275,8 +275,8 @@ def decode_rate(run, new_tokens, device, batch):
     return batch * (new_tokens - 1) / (tn - t1), t1, out
 
 
-def read_bandwidth(device, n_bytes=2**31):
-    """The fastest rate at which we can stream 2 GiB from memory, in bytes/s: notebook 05's float32 sum, an
+def read_bandwidth(device, n_bytes):
+    """The fastest rate at which we can stream `n_bytes` from memory, in bytes/s: notebook 05's float32 sum, an
     int8 max, and (CPU) oneDNN's packed bfloat16 matrix-vector product, the kernel compiled decoding uses."""
     rates = [nb05.read_bandwidth(device, n_bytes)]
     int8 = torch.ones(n_bytes, dtype=torch.int8, device=device)
@@ -329,7 +329,7 @@ def cpu_description():
     return f"{name} ({', '.join(flags) or 'no AVX2'}; {os.cpu_count()} cores)"
 
 
-def time_in_turns(runs, new_tokens, device, n_rounds, bandwidth_bytes=2**31):
+def time_in_turns(runs, new_tokens, device, n_rounds, bandwidth_bytes):
     """`runs`: name -> (run(n), batch size). Warm up every run, then time them in turns, so that a slow phase
     of the machine (its speed drifts by tens of percent) hits all of them alike. Each reports its best round
     and its median; also returns every round's (tokens/s, first token s, output), and the best read
@@ -416,7 +416,7 @@ def time_smollm2(device, args, why_no_llama_cpp):
         print(f"\nllama.cpp left out of the SmolLM2 rows: {why_no_llama_cpp}")
     print(f"\nSmolLM2-135M-Instruct ({path.name}), {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens:",
           flush=True)
-    results, rounds, _ = time_in_turns(runs, args.new_tokens, device, args.rounds)
+    results, rounds, _ = time_in_turns(runs, args.new_tokens, device, args.rounds, args.bandwidth_bytes)
     lines = ["| implementation | MB read per token | decode tokens/s | median | vs llama.cpp Q4_1 | first token ms | "
              "RSS rise MiB (warm-up) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
@@ -521,6 +521,7 @@ def main():
     device = torch.device(args.device)
     if args.dtype == "auto":
         args.dtype = str(nb05.half_dtype(device)).removeprefix("torch.")
+    args.bandwidth_bytes = 2**26 if args.reduced else 2**31  # read per round for the measured bandwidth
 
     if not args.sweep_only and not args.skip_checks:
         n = check_same_tokens(device)
@@ -578,8 +579,7 @@ def main():
                                                                                 decode_step=batch_step), prompts), b)
         runs[batch_name(HF, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
-    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds,
-                                               2**26 if args.reduced else 2**31)
+    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds, args.bandwidth_bytes)
     where = (torch.cuda.get_device_name() if device.type == "cuda"
              else f"{cpu_description()}, {torch.get_num_threads()} threads")
     # Variables that change which kernels PyTorch and oneDNN pick: a result is only comparable with them.
