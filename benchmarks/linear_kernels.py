@@ -2,7 +2,7 @@
 
 The Llama 3.2 1B MLP's two shapes (2048 -> 8192 -> 2048), eight pairs (0.54 GB of weights, more than any
 cache), timed three ways: eager `F.linear`; compiled with inductor's freezing (oneDNN's packed product,
-what notebook 05's CPU step uses); and compiled with freezing and max-autotune restricted to inductor's
+what notebook 05's compiled CPU step runs for bfloat16 weights); and compiled with freezing and max-autotune restricted to inductor's
 own C++ GEMM template and ATen (inductor benchmarks both per shape and keeps the faster). Prints GB/s of
 weights read. Run it twice to compare oneDNN with and without AMX:
 
