@@ -59,6 +59,7 @@ from llms_from_scratch.kv_cache.generate import generate_text_simple as lfs_gene
 from safetensors.torch import save_file  # noqa: E402
 
 from nbsupport import import_notebook  # noqa: E402
+from nbsupport.memory import PeakRSS  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 import replicas  # noqa: E402  (its GGUF writer: llama.cpp's layout)
@@ -262,7 +263,11 @@ def check_ragged_batch(device, lengths=(3, 7, 12, 20), new_tokens=16):
 
 def warm_up(run, new_tokens, device):
     """One untimed run, and the memory it takes: compilation and packed weights happen here."""
-    with nb05.PeakMemory(device) as memory:  # CUDA: allocator peak; CPU: rise of the RSS
+    if device.type == "cuda":  # the allocator's peak, weights included
+        torch.cuda.reset_peak_memory_stats()
+        run(new_tokens)
+        return torch.cuda.max_memory_allocated()
+    with PeakRSS() as memory:  # a CPU: how far the resident memory rose
         run(new_tokens)
     return memory.peak
 
@@ -549,7 +554,7 @@ def main():
         int8_step = nb05.compile_decode_step(device)
         runs[INT8] = (lambda n: nb05.generate(ours_int8, prompt, n, cfg["context_length"], decode_step=int8_step), 1)
         if args.autotune and device.type == "cpu":
-            ours_tuned = ours_from(params, cfg)  # a frozen step owns its model: a copy of its own
+            ours_tuned = ours_from(params, cfg)  # a module of its own on the same weight tensors (assigned, not copied)
             tuned_step = nb05.compile_decode_step(device)
 
             def autotuned(n):  # inductor reads the options when the step compiles, at its first call

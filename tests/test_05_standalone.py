@@ -85,6 +85,70 @@ def test_greedy_with_cache_equals_without_eager_and_compiled(nb05, small):
     assert torch.equal(nb05.generate(model, prompt, 64, cfg["context_length"], decode_step=compiled), without)
 
 
+def section_3_generate(nb05):
+    """Section 3's generate (section 7 redefines it, and the module keeps the last definition)."""
+    cells = json.loads((REPO_ROOT / NOTEBOOK).read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "def generate(" in "".join(c["source"]))
+    namespace = dict(vars(nb05))
+    exec(compile(source, "<section 3>", "exec"), namespace)
+    assert namespace["generate"] is not nb05.generate
+    return namespace["generate"]
+
+
+def replaying_step(nb05):
+    """A decode step that behaves like a CUDA graph's replay: it returns the same output tensor every call,
+    overwritten in place, so a caller that keeps what a step returned without copying it gets wrong tokens."""
+    buffer = {}
+
+    def step(model, token, input_pos, *args):
+        result = nb05.decode_one_token(model, token, input_pos, *args)
+        out = buffer.setdefault("out", torch.empty_like(result))
+        out.copy_(result)
+        return out
+    return step
+
+
+def test_both_generates_keep_copies_of_what_a_replayed_step_returns(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[5, 77, 123, 9, 200]])
+    expected = nb05.generate_without_cache(model, prompt, 24)
+    for generate in (section_3_generate(nb05), nb05.generate):
+        assert torch.equal(generate(model, prompt, 24, cfg["context_length"], decode_step=replaying_step(nb05)), expected)
+        assert torch.equal(generate(model, prompt, 24, cfg["context_length"], eos_id=999,
+                                    decode_step=replaying_step(nb05)), expected)
+
+
+def test_same_greedy_tokens_is_exact_in_float32_and_allows_only_near_ties_in_16_bit(nb05, small):
+    model, _, cfg = small
+    prompt = torch.tensor([[5, 77, 123, 9, 200]])
+    greedy = nb05.generate_without_cache(model, prompt, 12)
+    assert nb05.same_greedy_tokens(model, greedy, greedy.clone()) == 0
+    other = greedy.clone()
+    other[0, -3] = (other[0, -3] + 1) % cfg["vocab_size"]
+    with pytest.raises(AssertionError, match="different tokens"):
+        nb05.same_greedy_tokens(model, other, greedy)  # float32: no near-tie excuses
+
+    half = nb05.with_weights_in(model, torch.bfloat16)
+    greedy = nb05.generate_without_cache(half, prompt, 12)
+    with torch.inference_mode():
+        logits = half(greedy[:, :-1])[0, prompt.shape[1] - 1:].float()  # at each generated position
+    chosen = greedy[0, prompt.shape[1]:]
+    runner_up = logits.scatter(1, chosen[:, None], float("-inf")).argmax(dim=-1)  # the best of the other tokens
+    gaps = logits.gather(1, chosen[:, None])[:, 0] - logits.gather(1, runner_up[:, None])[:, 0]
+    near, far = gaps.argmin().item(), gaps.argmax().item()
+    assert gaps[near] <= nb05.NEAR_TIE < gaps[far], gaps  # random weights have both kinds of position
+    for j, accepted in ((near, True), (far, False)):
+        parted = greedy.clone()
+        parted[0, prompt.shape[1] + j] = runner_up[j]  # the runner-up token, then the greedy tokens after it
+        parted[0, prompt.shape[1] + j + 1:] = nb05.generate_without_cache(
+            half, parted[:, :prompt.shape[1] + j + 1], 12 - j - 1)[0, prompt.shape[1] + j + 1:]
+        if accepted:
+            assert nb05.same_greedy_tokens(half, parted, greedy) == 1
+        else:
+            with pytest.raises(AssertionError, match=f"the tokens part at position {prompt.shape[1] + j}"):
+                nb05.same_greedy_tokens(half, parted, greedy)
+
+
 def test_static_cache_is_kept_while_a_growing_cache_runs(nb05, small):
     """Section 5's modes take turns: after a run with the growing cache, the static cache of the runs before
     comes back, so a compiled step (specialised to it) does not compile again; a longer run gets a new one."""
@@ -218,6 +282,7 @@ def test_stream_text_holds_back_split_characters(nb05):
     ({"top_k": 0}, "top_k must be None or between 1 and the vocabulary size \\(257\\)"),
     ({"top_k": 258}, "top_k"),
     ({"max_new_tokens": 250}, "prompt \\(10 tokens\\) \\+ max_new_tokens \\(250\\) exceeds the context size \\(256\\)"),
+    ({"context_size": 512}, "context_size \\(512\\) exceeds the model's context length \\(256\\); leave it out"),
 ])
 def test_generate_rejects_bad_arguments(nb05, small, kwargs, message):
     model, _, cfg = small
