@@ -54,13 +54,15 @@ def meta_llama_module():
                 sys.modules[name] = module
 
 
-def meta_llama2(params_json, vocab_size, params, max_seq_len=256, rope_theta=10000.0):
+def meta_llama2(params_json, vocab_size, params, max_seq_len=256):
     """Meta's reference Transformer for a Llama 2 checkpoint: `params_json` (the dict of params.json, whose
-    vocab_size is -1), the tokenizer's `vocab_size`, and `params` (the tensors of consolidated.00.pth, used
-    as they are: no copy). Its cache holds `max_seq_len` positions of one sequence."""
+    vocab_size is -1; its RoPE base `rope_theta`, where given, else Llama 2's 10,000), the tokenizer's
+    `vocab_size`, and `params` (the tensors of consolidated.00.pth, used as they are: no copy). Its cache
+    holds `max_seq_len` positions of one sequence."""
     from llama_models.llama3.args import ModelArgs
     module = meta_llama_module()
-    args = ModelArgs(**{**params_json, "vocab_size": vocab_size}, rope_theta=rope_theta, use_scaled_rope=False,
+    rope_theta = float(params_json.get("rope_theta", 10000.0))
+    args = ModelArgs(**{**params_json, "vocab_size": vocab_size, "rope_theta": rope_theta}, use_scaled_rope=False,
                      max_seq_len=max_seq_len, max_batch_size=1)
     with torch.device("meta"):  # no memory for weights: they come from `params`
         model = module.Transformer(args)

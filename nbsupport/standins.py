@@ -16,6 +16,11 @@ def _normal(generator, *shape, std=0.02, dtype=torch.float32):
     return (torch.randn(*shape, generator=generator) * std).to(dtype)
 
 
+def _scale(generator, n, dtype=torch.float32):
+    """A norm's weight: near 1 but not 1, as in a trained model, so that a loader that swaps two norms fails."""
+    return (1 + torch.randn(n, generator=generator) * 0.1).to(dtype)
+
+
 def gpt2_checkpoint(emb_dim, n_layers, n_heads, vocab_size=50257, context_length=1024, seed=0):
     """`config.json` + `model.safetensors` as in `openai-community/gpt2*`.
 
@@ -31,15 +36,15 @@ def gpt2_checkpoint(emb_dim, n_layers, n_heads, vocab_size=50257, context_length
         for i in range(n_layers):
             p = f"h.{i}."
             params |= {
-                p + "ln_1.weight": torch.ones(d), p + "ln_1.bias": torch.zeros(d),
+                p + "ln_1.weight": _scale(g, d), p + "ln_1.bias": _normal(g, d),
                 p + "attn.bias": mask.clone(),
-                p + "attn.c_attn.weight": _normal(g, d, 3 * d), p + "attn.c_attn.bias": torch.zeros(3 * d),
-                p + "attn.c_proj.weight": _normal(g, d, d), p + "attn.c_proj.bias": torch.zeros(d),
-                p + "ln_2.weight": torch.ones(d), p + "ln_2.bias": torch.zeros(d),
-                p + "mlp.c_fc.weight": _normal(g, d, 4 * d), p + "mlp.c_fc.bias": torch.zeros(4 * d),
-                p + "mlp.c_proj.weight": _normal(g, 4 * d, d), p + "mlp.c_proj.bias": torch.zeros(d),
+                p + "attn.c_attn.weight": _normal(g, d, 3 * d), p + "attn.c_attn.bias": _normal(g, 3 * d),
+                p + "attn.c_proj.weight": _normal(g, d, d), p + "attn.c_proj.bias": _normal(g, d),
+                p + "ln_2.weight": _scale(g, d), p + "ln_2.bias": _normal(g, d),
+                p + "mlp.c_fc.weight": _normal(g, d, 4 * d), p + "mlp.c_fc.bias": _normal(g, 4 * d),
+                p + "mlp.c_proj.weight": _normal(g, 4 * d, d), p + "mlp.c_proj.bias": _normal(g, d),
             }
-        params |= {"ln_f.weight": torch.ones(d), "ln_f.bias": torch.zeros(d)}
+        params |= {"ln_f.weight": _scale(g, d), "ln_f.bias": _normal(g, d)}
         save_file(params, folder / "model.safetensors", metadata={"format": "pt"})
         config = {
             "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
@@ -49,7 +54,7 @@ def gpt2_checkpoint(emb_dim, n_layers, n_heads, vocab_size=50257, context_length
             "bos_token_id": 50256, "eos_token_id": 50256,
         }
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-    build.variant = f"gpt2-d{emb_dim}-l{n_layers}-h{n_heads}-v{vocab_size}-c{context_length}-s{seed}"
+    build.variant = f"gpt2-d{emb_dim}-l{n_layers}-h{n_heads}-v{vocab_size}-c{context_length}-s{seed}-w2"
     return build
 
 
@@ -100,11 +105,11 @@ def llama2_checkpoint(dim, n_layers, n_heads, multiple_of, vocab_size=8000, norm
                 p + "feed_forward.w1.weight": _normal(g, hidden, dim, dtype=bf16),
                 p + "feed_forward.w2.weight": _normal(g, dim, hidden, dtype=bf16),
                 p + "feed_forward.w3.weight": _normal(g, hidden, dim, dtype=bf16),
-                p + "attention_norm.weight": torch.ones(dim, dtype=bf16),
-                p + "ffn_norm.weight": torch.ones(dim, dtype=bf16),
+                p + "attention_norm.weight": _scale(g, dim, dtype=bf16),
+                p + "ffn_norm.weight": _scale(g, dim, dtype=bf16),
             }
         params |= {
-            "norm.weight": torch.ones(dim, dtype=bf16),
+            "norm.weight": _scale(g, dim, dtype=bf16),
             "output.weight": _normal(g, vocab_size, dim, dtype=bf16),
             "rope.freqs": (1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)).to(bf16),
         }
@@ -112,7 +117,7 @@ def llama2_checkpoint(dim, n_layers, n_heads, multiple_of, vocab_size=8000, norm
         config = {"dim": dim, "multiple_of": multiple_of, "n_heads": n_heads, "n_layers": n_layers,
                   "norm_eps": norm_eps, "vocab_size": -1}
         (folder / "params.json").write_text(json.dumps(config))
-    build.variant = f"llama2-d{dim}-l{n_layers}-h{n_heads}-m{multiple_of}-v{vocab_size}-e{norm_eps}-s{seed}"
+    build.variant = f"llama2-d{dim}-l{n_layers}-h{n_heads}-m{multiple_of}-v{vocab_size}-e{norm_eps}-s{seed}-w2"
     return build
 
 
@@ -149,10 +154,10 @@ def llama3_checkpoint(emb_dim, n_layers, n_heads, n_kv_groups, hidden_dim, vocab
                 p + "mlp.gate_proj.weight": _normal(g, hidden_dim, emb_dim, dtype=bf16),
                 p + "mlp.up_proj.weight": _normal(g, hidden_dim, emb_dim, dtype=bf16),
                 p + "mlp.down_proj.weight": _normal(g, emb_dim, hidden_dim, dtype=bf16),
-                p + "input_layernorm.weight": torch.ones(emb_dim, dtype=bf16),
-                p + "post_attention_layernorm.weight": torch.ones(emb_dim, dtype=bf16),
+                p + "input_layernorm.weight": _scale(g, emb_dim, dtype=bf16),
+                p + "post_attention_layernorm.weight": _scale(g, emb_dim, dtype=bf16),
             }
-        params["model.norm.weight"] = torch.ones(emb_dim, dtype=bf16)
+        params["model.norm.weight"] = _scale(g, emb_dim, dtype=bf16)
         if not tie_word_embeddings:
             params["lm_head.weight"] = _normal(g, vocab_size, emb_dim, dtype=bf16)
 
@@ -183,5 +188,5 @@ def llama3_checkpoint(emb_dim, n_layers, n_heads, n_kv_groups, hidden_dim, vocab
         (folder / "original").mkdir()
         shutil.copyfile(llama3_tokenizer_file(), folder / "original" / "tokenizer.model")
     build.variant = (f"llama3-d{emb_dim}-l{n_layers}-h{n_heads}-g{n_kv_groups}-f{hidden_dim}-v{vocab_size}"
-                     f"-c{context_length}-r{bool(rope_scaling)}-t{tie_word_embeddings}-n{n_shards}-s{seed}")
+                     f"-c{context_length}-r{bool(rope_scaling)}-t{tie_word_embeddings}-n{n_shards}-s{seed}-w2")
     return build

@@ -28,10 +28,10 @@ def nb03():
 PARAM_CONFIG = {"dim": 96, "multiple_of": 32, "n_heads": 6, "n_layers": 3, "norm_eps": 1e-5, "vocab_size": -1}
 
 
-def meta_model_and_params(meta_reference, vocab_size=113, seed=0):
+def meta_model_and_params(meta_reference, vocab_size=113, seed=0, rope_theta=10000.0):
     from llama_models.llama3.args import ModelArgs
     torch.manual_seed(seed)
-    args = ModelArgs(**{**PARAM_CONFIG, "vocab_size": vocab_size}, rope_theta=10000.0, use_scaled_rope=False,
+    args = ModelArgs(**{**PARAM_CONFIG, "vocab_size": vocab_size}, rope_theta=rope_theta, use_scaled_rope=False,
                      max_seq_len=64, max_batch_size=2)
     ref = meta_reference.Transformer(args).eval()
     with torch.no_grad():  # norms start at 1: perturb them so that every tensor is checked
@@ -40,7 +40,7 @@ def meta_model_and_params(meta_reference, vocab_size=113, seed=0):
                 p.add_(torch.randn_like(p) * 0.1)
     params = {k: v.clone() for k, v in ref.state_dict().items()}
     head_dim = PARAM_CONFIG["dim"] // PARAM_CONFIG["n_heads"]
-    params["rope.freqs"] = 1.0 / 10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    params["rope.freqs"] = 1.0 / rope_theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
     return ref, params
 
 
@@ -150,6 +150,62 @@ def test_llama2_7b_parameter_count(nb03):
     assert sum(p.numel() for p in model.parameters()) == 6_738_415_616
     params_json = {"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}
     assert nb03.llama2_config(params_json, 32000) == nb03.LLAMA2_CONFIG_7B
+
+
+def test_rope_theta_comes_from_params_json(nb03, meta_reference):
+    """Code Llama's params.json gives rope_theta 1e6: the model then equals Meta's code at that base."""
+    ref, params = meta_model_and_params(meta_reference, rope_theta=1e6)
+    cfg = nb03.llama2_config({**PARAM_CONFIG, "rope_theta": 1000000}, 113, context_length=64, dtype=torch.float32)
+    assert cfg["rope_base"] == 1e6 and our_config(nb03)["rope_base"] == 10_000.0
+    with torch.device("meta"):
+        model = nb03.Llama2Model(cfg)
+    nb03.load_weights_into_llama(model, cfg, params)
+    tokens = torch.randint(0, 113, (1, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (model.eval()(tokens) - ref(tokens, start_pos=0)).abs().max().item() <= 1e-5
+
+
+def test_llama2_config_refuses_rope_scaling(nb03):
+    with pytest.raises(ValueError, match=r"^params.json sets use_scaled_rope \(Llama 3.1's RoPE scaling\), which "
+                                         r"Llama2Model does not apply; load this model with notebook 04's Llama3Model$"):
+        nb03.llama2_config({**PARAM_CONFIG, "use_scaled_rope": True}, 113)
+    assert nb03.llama2_config({**PARAM_CONFIG, "use_scaled_rope": False}, 113) == nb03.llama2_config(PARAM_CONFIG, 113)
+
+
+def test_llama2_config_refuses_grouped_query_attention(nb03):
+    """Llama 2 70B's params.json has n_kv_heads 8 for 64 heads; Llama2Model has one key/value head per head."""
+    with pytest.raises(ValueError, match=r"^params.json sets n_kv_heads = 2 key/value heads for 4 query heads "
+                                         r"\(grouped-query attention, as in Llama 2 70B\), which Llama2Model does not "
+                                         r"have; notebook 04's Llama3Model does$"):
+        nb03.llama2_config({**PARAM_CONFIG, "n_heads": 4, "n_kv_heads": 2}, 113)
+    assert nb03.llama2_config({**PARAM_CONFIG, "n_kv_heads": PARAM_CONFIG["n_heads"]}, 113) == nb03.llama2_config(PARAM_CONFIG, 113)
+
+
+def test_meta_reference_reads_rope_theta_from_params_json(meta_reference):
+    """The reference takes Code Llama's rope_theta from params.json, as llama2_config does."""
+    ref, params = meta_model_and_params(meta_reference, rope_theta=1e6)
+    built = meta_llama2({**PARAM_CONFIG, "rope_theta": 1000000}, 113, params, max_seq_len=64)
+    tokens = torch.randint(0, 113, (1, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(built(tokens, start_pos=0), ref(tokens, start_pos=0))
+
+
+def metas_chat_text(dialog):
+    """The text Meta's Llama 2 chat_completion (llama/generation.py) tokenizes for a dialog that ends with a user
+    message: the system prompt folded into the first user message, each exchange in [INST] ... [/INST]."""
+    B_INST, E_INST = "[INST]", "[/INST]"
+    B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
+    if dialog[0]["role"] == "system":
+        dialog = [{"role": dialog[1]["role"], "content": B_SYS + dialog[0]["content"] + E_SYS + dialog[1]["content"]}
+                  ] + dialog[2:]
+    return f"{B_INST} {(dialog[-1]['content']).strip()} {E_INST}"
+
+
+@pytest.mark.parametrize("system, user", [(None, "What do llamas eat?"), ("You are a helpful assistant.", "Hi!"),
+                                          ("Answer briefly.", "  Why?\n"), (None, " x ")])
+def test_chat_prompt_equals_metas_format(nb03, system, user):
+    dialog = [{"role": "system", "content": system}] * (system is not None) + [{"role": "user", "content": user}]
+    assert nb03.llama2_chat_prompt(user, system_prompt=system) == metas_chat_text(dialog)
 
 
 def test_norm_eps_comes_from_params_json(nb03):

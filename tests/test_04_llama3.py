@@ -75,6 +75,31 @@ def test_rope_scaling_changes_the_model(nb04):
     assert not torch.allclose(cos_scaled, cos_plain)
 
 
+@pytest.mark.parametrize("rope_scaling, name", [
+    ({"rope_type": "linear", "factor": 2.0}, "linear"), ({"rope_type": "dynamic", "factor": 2.0}, "dynamic"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}, "yarn"),
+    ({"type": "linear", "factor": 2.0}, "linear"),  # the key of older config files
+])
+def test_llama3_config_refuses_other_rope_scaling(nb04, rope_scaling, name):
+    with pytest.raises(ValueError, match=f"^config.json asks for RoPE scaling '{name}'; this loader reads models "
+                                         "without RoPE scaling \\('default'\\) and with Llama 3.1's \\('llama3'\\)$"):
+        nb04.llama3_config({**LLAMA3_STYLE, "rope_scaling": rope_scaling})
+
+
+def test_llama3_config_reads_rope_settings_in_both_layouts(nb04):
+    """transformers 5 writes rope_theta and the scaling into rope_parameters, with rope_type "default" for none."""
+    assert nb04.llama3_config(LLAMA3_STYLE)["rope_freq"] is None
+    old_style = nb04.llama3_config(LLAMA32_STYLE)
+    scaling = {k: v for k, v in LLAMA32_STYLE["rope_scaling"].items()}
+    new_style = {k: v for k, v in LLAMA32_STYLE.items() if k not in ("rope_theta", "rope_scaling")}
+    assert nb04.llama3_config({**new_style, "rope_parameters": {**scaling, "rope_theta": 500000.0}}) == old_style
+    plain = nb04.llama3_config({**new_style, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}})
+    assert (plain["rope_freq"], plain["rope_base"]) == (None, 10000.0)
+    with pytest.raises(ValueError, match="^config.json gives no rope_theta \\(RoPE's base\\), neither at the top level "
+                                         "nor in rope_parameters: add it \\(Llama 3's is 500000.0\\)$"):
+        nb04.llama3_config(new_style)
+
+
 def test_gqa_with_one_group_per_head_equals_mha(nb04):
     torch.manual_seed(0)
     mha = nb04.nb03.MultiHeadAttention(48, 48, num_heads=6)
@@ -213,8 +238,11 @@ def test_the_numbers_in_the_text(nb04):
 # --- GGUF: small files written with gguf.GGUFWriter (notebook 04 itself checks SmolLM2-135M-Instruct's file
 # against transformers: tokenizer, chat prompts, logits)
 
-def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1):
-    """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out."""
+def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1,
+                    pre="gpt-2", rope_scaling=None, rope_freqs=False):
+    """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out; `pre=None`: no
+    tokenizer.ggml.pre; `rope_scaling`: a llama.rope.scaling.type; `rope_freqs`: a rope_freqs.weight as in
+    Llama 3.1/3.2 files."""
     import gguf
     import numpy as np
 
@@ -228,6 +256,10 @@ def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_tokenizer_model("gpt2")
+    if pre is not None:
+        writer.add_tokenizer_pre(pre)
+    if rope_scaling is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType(rope_scaling))
     writer.add_token_list([chr(ord("a") + i) for i in range(vocab)])
     writer.add_token_types([1] * vocab)
     writer.add_bos_token_id(0)
@@ -235,6 +267,8 @@ def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden
     rng = np.random.default_rng(0)
     kv = emb // heads * kv_heads
     shapes = {"token_embd.weight": (vocab, emb), "output_norm.weight": (emb,)}
+    if rope_freqs:
+        shapes["rope_freqs.weight"] = (emb // heads // 2,)
     for i in range(layers):
         shapes |= {f"blk.{i}.attn_q.weight": (emb, emb), f"blk.{i}.attn_k.weight": (kv, emb),
                    f"blk.{i}.attn_v.weight": (kv, emb), f"blk.{i}.attn_output.weight": (emb, emb),
@@ -270,3 +304,64 @@ def test_load_gguf_refuses_bad_files(nb04, tmp_path):
     (tmp_path / "text.gguf").write_text("not a model")
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         nb04.load_gguf(tmp_path / "text.gguf")
+
+
+def test_load_gguf_refuses_rope_scaling(nb04, tmp_path):
+    with pytest.raises(ValueError, match=r"^this file uses RoPE scaling \(llama.rope.scaling.type = 'linear'\), which "
+                                         r"this loader does not apply$"):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "linear.gguf", rope_scaling="linear"))
+    with pytest.raises(ValueError, match=r"^this file uses RoPE scaling \(rope_freqs.weight, Llama 3.1/3.2\): use "
+                                         r"notebook 05's load_gguf$"):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "freqs.gguf", rope_freqs=True))
+    _, _, cfg = nb04.load_gguf(write_tiny_gguf(tmp_path / "none.gguf", rope_scaling="none"))
+    assert cfg["rope_freq"] is None
+
+
+def test_gguf_tokenizer_refuses_an_unknown_split_pattern(nb04, tmp_path):
+    known = r"this tokenizer knows the split patterns of \['gpt-2', 'llama-bpe', 'smollm'\]$"
+    with pytest.raises(ValueError, match="^tokenizer.ggml.pre is 'qwen2'; " + known):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "qwen2.gguf", pre="qwen2"))
+    with pytest.raises(ValueError, match="^tokenizer.ggml.pre is None; " + known):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "no-pre.gguf", pre=None))
+
+
+def write_tokenizer_gguf(nb04, path, ranks, special_tokens, pre):
+    """A GGUF file holding only a byte-level BPE tokenizer as llama.cpp's converter writes it: tokens in GPT-2's
+    byte characters, in rank order, then the special tokens (type 3, control); no tensors."""
+    import gguf
+
+    char = nb04.gpt2_byte_chars()
+    tokens = [None] * len(ranks)
+    for token, rank in ranks.items():
+        tokens[rank] = "".join(char[b] for b in token)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens + list(special_tokens))
+    writer.add_token_types([1] * len(tokens) + [3] * len(special_tokens))
+    writer.add_bos_token_id(special_tokens["<|begin_of_text|>"])
+    writer.add_eos_token_id(special_tokens["<|end_of_text|>"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_tokenizer_with_llama_bpe_equals_metas(nb04, tokenizers, tmp_path):
+    """A GGUF file with Llama 3's vocabulary and tokenizer.ggml.pre = "llama-bpe" tokenizes like Meta's tokenizer:
+    Llama 3's split pattern (numbers in groups of at most three digits), not GPT-2's."""
+    from tiktoken.load import load_tiktoken_bpe
+
+    ours, meta = tokenizers
+    ranks = load_tiktoken_bpe(str(llama3_tokenizer_file()))
+    path = write_tokenizer_gguf(nb04, tmp_path / "llama3-tokenizer.gguf", ranks, ours.special_tokens, "llama-bpe")
+    gguf_tokenizer = nb04.GGUFTokenizer(nb04.open_gguf(path))
+    for text in TEXTS:
+        assert gguf_tokenizer.encode(text) == meta.encode(text, bos=False, eos=False), text
+    assert [gguf_tokenizer.decode([i]) for i in gguf_tokenizer.encode("12345")] == ["123", "45"]
+    assert gguf_tokenizer.encode("hi", bos=True)[0] == meta.bos_id
+    # the same vocabulary read with GPT-2's pattern gives other ids
+    gpt2_path = write_tokenizer_gguf(nb04, tmp_path / "as-gpt2.gguf", ranks, ours.special_tokens, "gpt-2")
+    as_gpt2 = nb04.GGUFTokenizer(nb04.open_gguf(gpt2_path))
+    assert any(as_gpt2.encode(text) != meta.encode(text, bos=False, eos=False) for text in TEXTS)
