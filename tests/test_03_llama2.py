@@ -167,7 +167,8 @@ def test_rope_theta_comes_from_params_json(nb03, meta_reference):
 
 def test_llama2_config_refuses_rope_scaling(nb03):
     with pytest.raises(ValueError, match=r"^params.json sets use_scaled_rope \(Llama 3.1's RoPE scaling\), which "
-                                         r"Llama2Model does not apply; load this model with notebook 04's Llama3Model$"):
+                                         r"Llama2Model does not apply; "
+                                         r"load the model's Hugging Face files \(config.json, \*.safetensors\) with notebook 04's load_hf_checkpoint and Llama3Model$"):
         nb03.llama2_config({**PARAM_CONFIG, "use_scaled_rope": True}, 113)
     assert nb03.llama2_config({**PARAM_CONFIG, "use_scaled_rope": False}, 113) == nb03.llama2_config(PARAM_CONFIG, 113)
 
@@ -176,7 +177,7 @@ def test_llama2_config_refuses_grouped_query_attention(nb03):
     """Llama 2 70B's params.json has n_kv_heads 8 for 64 heads; Llama2Model has one key/value head per head."""
     with pytest.raises(ValueError, match=r"^params.json sets n_kv_heads = 2 key/value heads for 4 query heads "
                                          r"\(grouped-query attention, as in Llama 2 70B\), which Llama2Model does not "
-                                         r"have; notebook 04's Llama3Model does$"):
+                                         r"have; load the model's Hugging Face files \(config.json, \*.safetensors\) with notebook 04's load_hf_checkpoint and Llama3Model$"):
         nb03.llama2_config({**PARAM_CONFIG, "n_heads": 4, "n_kv_heads": 2}, 113)
     assert nb03.llama2_config({**PARAM_CONFIG, "n_kv_heads": PARAM_CONFIG["n_heads"]}, 113) == nb03.llama2_config(PARAM_CONFIG, 113)
 
