@@ -46,8 +46,10 @@ def why_unavailable(err, repo_id):
         return f"{repo_id} was not found or needs access: check {page} and HF_TOKEN"
     if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
         if constants.HF_HUB_OFFLINE:
-            return "HF_HUB_OFFLINE=1 and the files are not in the local Hub cache"
-        return "the Hub cannot be reached (no network) and the files are not in the local Hub cache"
+            return ("HF_HUB_OFFLINE=1 and the files are not in the local Hub cache; to download them, unset "
+                    "HF_HUB_OFFLINE and restart the kernel")
+        return ("the Hub cannot be reached (no network) and the files are not in the local Hub cache; to download "
+                "them, connect and run this again")
     if isinstance(err, network_errors()):
         return f"the Hub cannot be reached ({type(err).__name__}: {str(err)[:80]}); {NETWORK_HINT}"
     return f"the Hub answered with an error ({type(err).__name__})"

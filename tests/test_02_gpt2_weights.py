@@ -92,6 +92,25 @@ def test_loader_is_strict_and_leaves_model_untouched(nb02, corrupt, expected):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_the_books_params_dict_gets_a_hint(nb02):
+    """The book's ch. 5.5 loads OpenAI's TensorFlow files into a nested dict; that dict is refused with
+    what to pass instead, not with hundreds of missing keys."""
+    gpt, _ = small_model_and_params(nb02)
+    books = {"blocks": [{"attn": {}}], "wte": torch.zeros(50, 32), "wpe": torch.zeros(16, 32), "g": 0, "b": 0}
+    with pytest.raises(ValueError, match="book's params from OpenAI's TensorFlow files.*model.safetensors"):
+        nb02.load_weights_into_gpt(gpt, books)
+
+
+def test_a_bigger_checkpoint_lists_ten_keys_and_a_count(nb02):
+    gpt, params = small_model_and_params(nb02)  # 2 blocks; the checkpoint gets 2 more (24 extra tensors)
+    for name in [k for k in params if k.startswith("h.1.")]:
+        params[name.replace("h.1.", "h.2.")] = params[name].clone()
+        params[name.replace("h.1.", "h.3.")] = params[name].clone()
+    with pytest.raises(ValueError, match=r"the checkpoint's size\?\): missing keys \[\], unexpected keys "
+                                         r"\['h.2.attn.c_attn.bias', .*, '... 14 more'\]$"):
+        nb02.load_weights_into_gpt(gpt, params)
+
+
 def test_mask_buffers_are_skipped(nb02):
     gpt, params = small_model_and_params(nb02)
     params["h.0.attn.bias"] = torch.ones(1, 1, 16, 16)
