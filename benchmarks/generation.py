@@ -3,7 +3,7 @@
     python benchmarks/generation.py [--device cpu|cuda] [--prompt-tokens 16] [--new-tokens 32] [--rounds 5]
                                     [--batch-sizes 1,4,16] [--sweep-only] [--dtype auto|bfloat16|float16|float32]
                                     [--json PATH] [--plot PATH] [--skip-load-check] [--skip-checks] [--reduced]
-                                    [--no-llama-cpp] [--smollm2] [--profile]
+                                    [--no-llama-cpp] [--smollm2] [--profile] [--autotune]
 
 Everything is measured in this one process, on the same random bfloat16 weights and the same prompt:
 
@@ -101,6 +101,16 @@ def ours_from(params, cfg):
         model = nb05.Llama3Model(cfg)
     nb05.load_weights_into_llama(model, cfg, params)
     return model.eval()
+
+
+def sharing_weights(model):
+    """Another module on the same parameter and buffer tensors (no copy): it keeps KV caches of its own, so
+    runs of different batch sizes in turns do not replace each other's caches (a new cache inside a timed run
+    would be timed, recompile a frozen step on a CPU and re-record a CUDA graph)."""
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    twin = copy.deepcopy(model, memo)
+    twin.__dict__.pop("static_caches", None)
+    return twin
 
 
 def lfs_from(ours, cfg):
@@ -295,7 +305,7 @@ def read_bandwidth(device, n_bytes):
     return max(rates)
 
 
-def load_peak_rss(params):
+def load_peak_rss(params, dtype):
     """Write `params` as model.safetensors, load it in a fresh child process as notebook 05 does, run one
     forward pass (which reads every weight), and return (file size, the child's peak RSS, sampled with
     psutil every 2 ms)."""
@@ -307,7 +317,7 @@ def load_peak_rss(params):
                 "from nbsupport import import_notebook\n"
                 "from nbsupport.memory import PeakRSS\n"
                 "nb05 = import_notebook('05-standalone-llama32.ipynb')\n"
-                "cfg = nb05.LLAMA32_CONFIG_1B\n"
+                f"cfg = {{**nb05.LLAMA32_CONFIG_1B, 'dtype': torch.{dtype}}}\n"
                 "with PeakRSS() as memory:\n"
                 "    with torch.device('meta'):\n        model = nb05.Llama3Model(cfg)\n"
                 f"    nb05.load_weights_into_llama(model, cfg, load_file({str(path)!r}))\n"
@@ -503,7 +513,8 @@ def main():
     parser.add_argument("--sweep-only", action="store_true", help="time only the batch sweep")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                         help="auto: notebook 05's half_dtype, bfloat16 except float16 on GPUs below compute capability "
-                             "8.0 (a T4); float32 for CPUs without bfloat16 matrix instructions, where bfloat16 is emulated")
+                             "8.0 (a T4); pass float32 on CPUs without bfloat16 matrix instructions, where bfloat16 "
+                             "products run a slow generic kernel")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--plot", type=Path, help="with --batch-sizes: save the sweep's plot to this image file")
     parser.add_argument("--skip-load-check", action="store_true", help="skip writing and loading a 2.5 GB file")
@@ -580,8 +591,9 @@ def main():
     batch_step = nb05.compile_decode_step(device, freeze=False)  # one step for every batch size
     for b in args.batch_sizes:
         prompts = ragged_prompts(batch_lengths(b, args.prompt_tokens), 128_000, seed=b, device=device)
-        runs[batch_name(COMPILED, b)] = (partial(lambda ps, n: nb05.generate(ours, ps, n, cfg["context_length"],
-                                                                                decode_step=batch_step), prompts), b)
+        ours_b = sharing_weights(ours)  # caches of this batch size's own
+        runs[batch_name(COMPILED, b)] = (partial(lambda m, ps, n: nb05.generate(m, ps, n, cfg["context_length"],
+                                                                                   decode_step=batch_step), ours_b, prompts), b)
         runs[batch_name(HF, b)] = (partial(lambda ps, n: hf_generate_batch(hf, ps, n), prompts), b)
 
     results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds, args.bandwidth_bytes)
@@ -654,7 +666,7 @@ def main():
     load = None
     if not (args.skip_load_check or args.reduced or args.sweep_only):
         del hf, lfs, ours, ours_int8, runs
-        file_bytes, peak = load_peak_rss(params)
+        file_bytes, peak = load_peak_rss(params, args.dtype)
         load = {"file_bytes": file_bytes, "peak_rss_bytes": peak, "ratio": peak / file_bytes}
         print(f"loading a full-size checkpoint of {file_bytes / 1e9:.2f} GB: peak RSS {peak / 1e9:.2f} GB "
               f"= {peak / file_bytes:.2f}× the file")

