@@ -479,7 +479,8 @@ def plot_sweep(results, batch_sizes, estimates, title, path):
     ax.plot(batch_sizes, list(estimates["matmul-rate"].values()), "k-.",
             label="matmul-rate estimate: measured FLOP/s at that batch / FLOPs per token")
     ax.set(xscale="log", yscale="log", xticks=batch_sizes, xticklabels=batch_sizes, xlabel="batch size",
-           ylabel="decode tokens / s", title=title)
+           ylabel="decode tokens / s")
+    fig.suptitle(title, fontsize=10)  # over the whole figure: the legend beside the axes takes their width
     ax.minorticks_off()
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))

@@ -273,12 +273,13 @@ def llama3_rope_divisors(cfg):
 
 
 def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama", skip=(), seed=0, params=None,
-                       n_ranks=GGUF_VOCAB_RANKS, name="Llama 3.2 1B Instruct (shrunk replica)"):
+                       n_ranks=GGUF_VOCAB_RANKS, name="Llama 3.2 1B Instruct (shrunk replica)", pre="llama-bpe"):
     """A Llama 3.2 GGUF file in llama.cpp's layout: its metadata keys, the Llama 3 tokenizer (its first
     `n_ranks` ranks; all 128,000 for the real size), tied embedding (no output.weight), rope_freqs.weight,
     attn_q/attn_k rows in RoPE's pair order, matrices in `qtype` (F16, BF16, Q8_0 or Q4_K; Q4_K blocks are
     random bytes with finite scales: any bytes are valid blocks), norms in F32. The weights are random, or
-    `params` (Hugging Face names, as in model.safetensors). Returns the path and the vocabulary size."""
+    `params` (Hugging Face names, as in model.safetensors); `pre`: tokenizer.ggml.pre. Returns the path and the
+    vocabulary size."""
     import gguf
     import numpy as np
 
@@ -304,7 +305,7 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
     w.add_vocab_size(vocab)
     w.add_rope_dimension_count(cfg["emb_dim"] // cfg["n_heads"])
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens + special)
     w.add_token_types([1] * len(ranks) + [3] * len(special))  # normal, control
     w.add_token_merges(bpe_merges(ranks))

@@ -83,13 +83,19 @@ def test_long_prompt_is_cropped_to_context(nb01, tiny_gpt):
     assert out.shape == (1, 52) and out[0, 50].item() == first
 
 
+def test_a_context_size_beyond_the_models_is_refused_with_the_limit(nb01, tiny_gpt):
+    with pytest.raises(ValueError, match=r"^input has 40 tokens, more than the context length \(32\); crop it to the "
+                                         r"last tokens \(in generate: context_size at most 32\)$"):
+        nb01.generate(tiny_gpt, torch.randint(0, 97, (1, 50)), max_new_tokens=2, context_size=40)
+
+
 @pytest.mark.parametrize("kwargs, name", [
-    ({"top_k": 0}, "top_k"),
-    ({"top_k": 98}, "top_k"),
-    ({"temperature": -0.5}, "temperature"),
-    ({"temperature": float("nan")}, "temperature must be a finite number >= 0 \\(0 means greedy\\), got nan"),
-    ({"temperature": float("inf")}, "temperature must be a finite number"),
-    ({"max_new_tokens": -1}, "max_new_tokens"),
+    ({"top_k": 0}, "^top_k must be None or between 1 and the vocabulary size \\(97\\), got 0$"),
+    ({"top_k": 98}, "^top_k must be None or between 1 and the vocabulary size \\(97\\), got 98$"),
+    ({"temperature": -0.5}, "^temperature must be a finite number >= 0 \\(0 means greedy\\), got -0.5$"),
+    ({"temperature": float("nan")}, "^temperature must be a finite number >= 0 \\(0 means greedy\\), got nan$"),
+    ({"temperature": float("inf")}, "^temperature must be a finite number >= 0 \\(0 means greedy\\), got inf$"),
+    ({"max_new_tokens": -1}, "^max_new_tokens must be >= 0, got -1$"),
 ])
 def test_bad_sampling_arguments_raise(nb01, tiny_gpt, kwargs, name):
     args = {"max_new_tokens": 3, "context_size": 32, **kwargs}
@@ -126,6 +132,19 @@ def test_loss_of_uniform_model_is_log_vocab(nb01, tiny_gpt_cfg):
     assert loss.item() == pytest.approx(torch.log(torch.tensor(97.0)).item(), rel=1e-6)
 
 
+def test_loss_of_a_batch_is_the_mean_negative_log_probability_of_its_targets(nb01):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 97)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, idx):
+            return logits
+
+    inputs, targets = torch.randint(0, 97, (2, 5)), torch.randint(0, 97, (2, 5))
+    expected = -torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).mean()
+    torch.testing.assert_close(nb01.calc_loss_batch(inputs, targets, Fixed(), "cpu"), expected)
+
+
 def test_training_plan_on_a_gpu_fits_its_memory_and_falls_back(nb01):
     """The GPU branch's choice at the memory of a T4 (16 GB card), an 8 GB card and a 2 GB card."""
     text = "x" * 1000
@@ -154,3 +173,52 @@ def test_training_schedule_evaluates_about_six_times_in_at_least_100_steps(nb01,
     assert (num_epochs, eval_freq) == expected
     steps = num_epochs * steps_per_epoch
     assert steps >= 100 and 6 <= len(range(0, steps, eval_freq)) <= 7  # the loop evaluates at steps 0, eval_freq, ...
+
+
+def test_a_text_too_short_to_train_on_is_refused_with_the_length_needed(nb01):
+    cfg = {**nb01.GPT_CONFIG_SMALL, "context_length": 8}
+    loaders = lambda text: [nb01.create_dataloader_v1(part, batch_size=4, max_length=8, stride=8, shuffle=False,
+                                                      drop_last=drop) for part, drop in
+                            [(text[:int(0.9 * len(text))], True), (text[int(0.9 * len(text)):], False)]]
+    with pytest.raises(ValueError, match=r"^the text is too short to train on: 90% of it must hold 4 windows of 8 "
+                                         r"tokens and the last 10% one window; give at least about 90 tokens$"):
+        nb01.check_loaders(*loaders(" word" * 60), cfg, batch_size=4)
+    nb01.check_loaders(*loaders(" word" * 90), cfg, batch_size=4)  # " word" is one token: 90 tokens are enough
+    # the training side too short alone: 90 training tokens hold 11 windows of 8, not a batch of 16
+    with pytest.raises(ValueError, match=r"must hold 16 windows of 8 tokens and the last 10% one window; give at "
+                                         r"least about 144 tokens$"):
+        nb01.check_loaders(*[nb01.create_dataloader_v1(part, batch_size=16, max_length=8, stride=8, shuffle=False,
+                                                       drop_last=drop) for part, drop in
+                             [(" word" * 90, True), (" word" * 10, False)]], cfg, batch_size=16)
+
+
+def saved_activation_bytes(model, idx):
+    """Bytes of the tensors autograd keeps for the backward pass of one training step (the loss of a batch),
+    parameters left out, each storage counted once."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(idx)
+        F.cross_entropy(logits.flatten(0, 1), idx.flatten())
+    return sum(storages.values())
+
+
+def test_training_bytes_per_window_bounds_what_autograd_keeps_for_it(nb01):
+    """training_bytes' 90 numbers per token, layer and width for the activations against what autograd keeps
+    for one 256-token window of the 124M model (the GPU plan's windows), measured here: about 46 of them, so
+    the estimate is an upper bound with a margin, not a wild one."""
+    cfg = {**nb01.GPT_CONFIG_124M, "context_length": 256}
+    torch.manual_seed(0)
+    model = nb01.GPTModel(cfg).train()
+    measured = saved_activation_bytes(model, torch.randint(0, cfg["vocab_size"], (1, 256)))
+    t, d, n_layers, vocab = 256, 768, 12, 50257
+    activations = measured - 4 * t * vocab  # less the saved log-softmax of the logits: a number per token and entry
+    per_token_layer_width = activations / (4 * t * n_layers * d)
+    assert 40 <= per_token_layer_width <= 52, per_token_layer_width

@@ -82,7 +82,9 @@ def test_rope_scaling_changes_the_model(nb04):
 ])
 def test_llama3_config_refuses_other_rope_scaling(nb04, rope_scaling, name):
     with pytest.raises(ValueError, match=f"^config.json asks for RoPE scaling '{name}'; this loader reads models "
-                                         "without RoPE scaling \\('default'\\) and with Llama 3.1's \\('llama3'\\)$"):
+                                         "without RoPE scaling \\('default'\\) and with Llama 3.1's \\('llama3'\\): load "
+                                         "this one with transformers.AutoModelForCausalLM.from_pretrained\\(folder\\) "
+                                         "instead$"):
         nb04.llama3_config({**LLAMA3_STYLE, "rope_scaling": rope_scaling})
 
 
@@ -239,7 +241,7 @@ def test_the_numbers_in_the_text(nb04):
 # against transformers: tokenizer, chat prompts, logits)
 
 def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden=16, layers=2, heads=2, kv_heads=1,
-                    pre="gpt-2", rope_scaling=None, rope_freqs=False, optional_keys=True):
+                    pre="gpt-2", rope_scaling=None, rope_freqs=False, optional_keys=True, tokenizer_model="gpt2"):
     """A small GGUF file in llama.cpp's layout (F32 tensors), with `skip` tensors left out; `pre=None`: no
     tokenizer.ggml.pre; `rope_scaling`: a llama.rope.scaling.type; `rope_freqs`: a rope_freqs.weight as in
     Llama 3.1/3.2 files; `optional_keys=False`: without head_count_kv and freq_base."""
@@ -256,7 +258,7 @@ def write_tiny_gguf(path, architecture="llama", skip=(), vocab=12, emb=8, hidden
         writer.add_head_count_kv(kv_heads)
         writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(tokenizer_model)
     if pre is not None:
         writer.add_tokenizer_pre(pre)
     if rope_scaling is not None:
@@ -291,6 +293,14 @@ def test_load_gguf_small_file_in_llama_cpp_layout(nb04, tmp_path):
     assert (cfg["n_layers"], cfg["emb_dim"], cfg["n_kv_groups"], cfg["vocab_size"]) == (2, 8, 1, 12)
     assert cfg["tie_word_embeddings"] and model.out_head.weight is model.tok_emb.weight
     assert model(torch.tensor([[1, 2, 3]])).shape == (1, 3, 12)
+
+
+def test_gguf_tokenizer_refuses_sentencepiece_with_what_to_use(nb04, tmp_path):
+    with pytest.raises(ValueError, match=r"^tokenizer.ggml.model is 'llama' \('llama': SentencePiece, as in Llama 2\); "
+                                         r"this tokenizer reads GPT-2-style byte-level BPE \('gpt2'\): read this "
+                                         r"file's tokenizer with transformers.AutoTokenizer.from_pretrained\(folder, "
+                                         r"gguf_file=name\)$"):
+        nb04.load_gguf(write_tiny_gguf(tmp_path / "llama2-style.gguf", tokenizer_model="llama"))
 
 
 def test_load_gguf_without_the_optional_keys_uses_llama_cpps_defaults(nb04, tmp_path):

@@ -53,7 +53,8 @@ def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
     assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     manager = cudagraph_trees.get_manager(CUDA.index or torch.cuda.current_device(), create_if_none_exists=False)
     assert manager is not None and sum(len(nodes) for nodes in manager.roots.values()) >= 1, "no CUDA graph was recorded"
-    assert all(torch.equal(c, eager) for c in compiled)
+    for c in compiled:  # in 16-bit the fused kernels round differently: equal, or parted only at a near-tie
+        nb05.same_greedy_tokens(model, c, eager)
 
 
 def test_ragged_batch_on_cuda_gives_each_prompt_its_tokens_alone_with_cuda_graphs(nb05):
