@@ -39,6 +39,7 @@ whose peak RSS is compared with the file size.
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -49,6 +50,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -108,9 +110,8 @@ def sharing_weights(model):
     runs of different batch sizes in turns do not replace each other's caches (a new cache inside a timed run
     would be timed, recompile a frozen step on a CPU and re-record a CUDA graph)."""
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    twin = copy.deepcopy(model, memo)
-    twin.__dict__.pop("static_caches", None)
-    return twin
+    memo |= {id(b.att.kv_cache): None for b in model.trf_blocks}  # no copy of the model's caches
+    return copy.deepcopy(model, memo)
 
 
 def lfs_from(ours, cfg):
@@ -443,6 +444,20 @@ def time_smollm2(device, args, why_no_llama_cpp):
             for name, r in results.items()}
 
 
+def linear_flops(device, dtype, rows, shape, min_seconds=0.05):
+    """FLOP/s of products of `rows` activations with an (out, in) = `shape` weight matrix: the fastest of a few
+    timings of enough products in a row to take `min_seconds`."""
+    weight = torch.randn(shape, device=device, dtype=dtype)
+    x = torch.randn(rows, shape[1], device=device, dtype=dtype)
+    reps = max(1, math.ceil(min_seconds / nb05.best_time(lambda: F.linear(x, weight), device, repeats=3)))
+    return 2 * rows * weight.numel() * reps / nb05.best_time(lambda: [F.linear(x, weight) for _ in range(reps)], device)
+
+
+def flops_per_token(model):
+    """A multiply and an add per weight of every linear layer, the output head included."""
+    return 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, nb05.Int8Linear)))
+
+
 def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token):
     """Two estimates of the total tokens/s at each batch size: if a step only waited for its one read of the
     weights (batch x bandwidth / weight bytes), and if every product ran at the measured rate of products with
@@ -641,9 +656,9 @@ def main():
         lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
         print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
               "(decode tokens/s summed over the batch):\n")
-        flops = {b: nb05.linear_flops(device, cfg["dtype"], b, (cfg["hidden_dim"], cfg["emb_dim"]))
+        flops = {b: linear_flops(device, cfg["dtype"], b, (cfg["hidden_dim"], cfg["emb_dim"]))
                  for b in args.batch_sizes}
-        flops_per_token = nb05.flops_per_token(ours)
+        flops_per_token = flops_per_token(ours)
         estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, flops_per_token)
         print(batch_table(results, args.batch_sizes, estimates))
         print(f"\nmeasured {args.dtype} FLOP/s of a {cfg['hidden_dim']}×{cfg['emb_dim']} weight times `batch` rows: "
