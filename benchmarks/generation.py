@@ -386,10 +386,7 @@ def profile_decode(model, prompt, step, device, weight_bytes, bandwidth, name, s
     nb05.generate(model, prompt, n, decode_step=step)  # compiled already; warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        start = time.perf_counter()
-        nb05.generate(model, prompt, n, decode_step=step)
-        nb05.sync(device)
-        total = time.perf_counter() - start
+        _, total = nb05.timed(lambda: nb05.generate(model, prompt, n, decode_step=step), device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
     top = [(e.key, getattr(e, attr) / 1e6, e.count) for e in events[:6]]
@@ -461,7 +458,7 @@ def flops_per_token(model):
 def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token):
     """Two estimates of the total tokens/s at each batch size: if a step only waited for its one read of the
     weights (batch x bandwidth / weight bytes), and if every product ran at the measured rate of products with
-    that many rows (notebook 05's linear_flops / flops_per_token)."""
+    that many rows (linear_flops / flops_per_token)."""
     return {"memory-bound": {b: b * bandwidth / weight_bytes for b in batch_sizes},
             "matmul-rate": {b: flops[b] / flops_per_token for b in batch_sizes}}
 
@@ -651,15 +648,15 @@ def main():
                   f"{min(per_round):.2f}×–{max(per_round):.2f}×, median {statistics.median(per_round):.2f}×")
         summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
 
-    sweep, flops, estimates, flops_per_token = {}, {}, {}, None
+    sweep, flops, estimates, token_flops = {}, {}, {}, None
     if args.batch_sizes:
         lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
         print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
               "(decode tokens/s summed over the batch):\n")
         flops = {b: linear_flops(device, cfg["dtype"], b, (cfg["hidden_dim"], cfg["emb_dim"]))
                  for b in args.batch_sizes}
-        flops_per_token = flops_per_token(ours)
-        estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, flops_per_token)
+        token_flops = flops_per_token(ours)
+        estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, token_flops)
         print(batch_table(results, args.batch_sizes, estimates))
         print(f"\nmeasured {args.dtype} FLOP/s of a {cfg['hidden_dim']}×{cfg['emb_dim']} weight times `batch` rows: "
               + ", ".join(f"batch {b} {f / 1e9:,.1f} G" for b, f in flops.items()))
@@ -697,7 +694,7 @@ def main():
             "results": summary, "same_tokens": same, "int8_same_next_token": agree, "int8_logits_relative_error": rel_err,
             "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2, "profiles": profiles,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
-                            "linear_flops_per_s": flops, "flops_per_token": flops_per_token, "estimates_tokens_per_s": estimates,
+                            "linear_flops_per_s": flops, "flops_per_token": token_flops, "estimates_tokens_per_s": estimates,
                             "results": sweep}}, indent=2))
 
 

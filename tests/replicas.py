@@ -373,3 +373,14 @@ def write_llama32_gguf(path, qtype="Q8_0", cfg=GGUF_LLAMA32, architecture="llama
     w.write_tensors_to_file()
     w.close()
     return Path(path), vocab
+
+
+def cached_file_path(hub_cache, repo_id, filename):
+    """Where a file of `repo_id` lies in a Hub cache as huggingface_hub lays it out: the folders of
+    `snapshots/{COMMIT}/` made and `refs/main` written, so that `hf_hub_download(repo_id, filename)` finds
+    the file written there (offline, or where the Hub cannot be asked). Returns the path to write."""
+    folder = snapshot_folder(hub_cache, repo_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder.parent.parent / "refs").mkdir(exist_ok=True)
+    (folder.parent.parent / "refs" / "main").write_text(COMMIT)
+    return folder / filename

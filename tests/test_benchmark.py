@@ -51,9 +51,9 @@ def test_runs_of_another_batch_size_keep_caches_of_their_own():
     twin = generation.sharing_weights(ours)
     assert all(a is b for a, b in zip(ours.parameters(), twin.parameters())) and twin.cos is ours.cos
     assert twin.out_head.weight is twin.tok_emb.weight  # the tie kept
-    cache = ours.static_caches[0].k
+    cache = ours.trf_blocks[0].att.kv_cache.k
     out = generation.nb05.generate(twin, torch.tensor([[1, 2, 3]] * 4), 4)
-    assert ours.static_caches[0].k is cache and twin.static_caches[0].k.shape[0] == 4
+    assert ours.trf_blocks[0].att.kv_cache.k is cache and twin.trf_blocks[0].att.kv_cache.k.shape[0] == 4
     assert torch.equal(out[0], generation.nb05.generate(ours, torch.tensor([[1, 2, 3]]), 4)[0])
 
 

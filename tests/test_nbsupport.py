@@ -178,12 +178,7 @@ def refusing_proxy():
     "from nbsupport.standins import gpt2_checkpoint\n"
     "folder = fetch('openai-community/gpt2', ['config.json', 'model.safetensors'], gpt2_checkpoint(16, 1, 2, 60, 16))\n"
     "print(sorted(p.name for p in folder.iterdir()))",
-    "import torch\n"
-    "from nbsupport import import_notebook\n"
-    "nb05 = import_notebook('05-standalone-llama32.ipynb')\n"
-    "folder = nb05.fetch_llama32('1B', False, torch.device('cpu'))\n"
-    "print(sorted(p.name for p in folder.iterdir()))",
-], ids=["nbsupport.fetch", "notebook-05"])
+], ids=["nbsupport.fetch"])
 def test_a_broken_proxy_gives_the_one_line_and_the_stand_in(refusing_proxy, tmp_path, code):
     """Online (no HF_HUB_OFFLINE) behind a proxy that refuses: huggingface_hub raises the HTTP client's
     proxy error instead of falling back to the cache; the reader gets the stand-in and one line that says

@@ -1,10 +1,11 @@
 """Every model choice a reader can make, on the online path: the notebooks run against replicas of the
 real Hub repositories (tests/replicas.py) placed in a temporary Hub cache, as if the reader had
-downloaded them. Each run must raise nothing, print no stand-in message, and load the replica's
-weights (the printed parameter count is the replica's)."""
+downloaded them. Each run must raise nothing, fall back to no stand-in (notebook 05: to no other source of
+weights), and load the replica's weights (the printed parameter count is the replica's)."""
 
 import math
 import os
+import re
 
 import nbformat
 import pytest
@@ -28,14 +29,14 @@ def hf_home(tmp_path_factory):
     return home
 
 
-def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None):
+def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None, also=()):
     """Execute notebook `name` from the repository root with the Hub cache `hf_home` (offline), with the
     cell `code` inserted after the cell containing `insert_after`, up to the cell containing
-    `stop_after`. Returns everything the cells printed."""
+    `stop_after`, then the later cells containing the texts `also`. Returns everything the cells printed."""
     nb = nbformat.read(REPO_ROOT / name, as_version=4)
     index = lambda text: next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and text in c.source)
     if stop_after is not None:
-        nb.cells = nb.cells[:index(stop_after) + 1]
+        nb.cells = nb.cells[:index(stop_after) + 1] + [nb.cells[index(text)] for text in also]
     if code is not None:
         nb.cells.insert(index(insert_after) + 1, nbformat.v4.new_code_cell(code))
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
@@ -91,16 +92,23 @@ def test_04_loads_llama32_1b_and_instruct(hf_home):
     assert "What do llamas eat?\n->" in out
 
 
+NB05_REFERENCE_CHECK = "def transformers_reference("  # Appendix C's check against transformers
+
+
 @pytest.mark.parametrize("model", ["1B", "3B"])
 @pytest.mark.parametrize("instruct", [False, True])
 def test_05_loads_llama32_1b_and_3b_base_and_instruct(hf_home, model, instruct):
+    """Sections 1-3 and Appendix C's check against transformers, on Meta's repository."""
     repo_id = f"meta-llama/Llama-3.2-{model}" + ("-Instruct" if instruct else "")
     out = run_notebook("05-standalone-llama32.ipynb", hf_home, insert_after='MODEL = "1B"',
-                       code=f"MODEL, INSTRUCT = {model!r}, {instruct}", stop_after="greedy tokens with and without the cache")
-    assert "stand-in" not in out and "SmolLM2" not in out
+                       code=f"MODEL, INSTRUCT = {model!r}, {instruct}", stop_after="greedy tokens with and without the cache",
+                       also=[NB05_REFERENCE_CHECK])
+    assert f"Using {repo_id}, Meta's weights (safetensors).\n" in out
+    assert "SmolLM2" not in out and "bartowski" not in out
     assert f"Llama 3.2 {model}: {replica_numel(hf_home, repo_id, '.safetensors'):,} parameters" in out
-    assert "max |logits ours - transformers| <= 1e-4; the same 32 greedy tokens as transformers' generate" in out
-    assert "same 32 greedy tokens with and without the cache" in out
+    assert re.search(r"\d+-token prompt: max \|logits ours - transformers\| = \S+; the same 32 greedy tokens as "
+                     r"transformers' generate", out), out
+    assert "the same 32 greedy tokens with and without the cache" in out
 
 
 def test_replicas_have_the_real_layout(hf_home):
@@ -137,8 +145,9 @@ def tensor_layout(folder, pattern):
 
 
 def test_stand_ins_have_the_layout_of_the_replicas(hf_home, tmp_path):
-    """The offline stand-ins (nbsupport.standins, and notebook 05's own writer) at the replicas' sizes have
-    the same files, tensor names, shapes and dtypes as the replicas of the real repositories."""
+    """The offline stand-ins (nbsupport.standins) at the replicas' sizes have the same files, tensor names,
+    shapes and dtypes as the replicas of the real repositories (and notebook 05 reads Llama 3.2's config.json
+    of both the same way)."""
     from nbsupport import import_notebook, standins
 
     hub = hf_home / "hub"
@@ -159,19 +168,17 @@ def test_stand_ins_have_the_layout_of_the_replicas(hf_home, tmp_path):
     (tmp_path / "llama3").mkdir()
     standins.llama3_checkpoint(c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
                                c["num_key_value_heads"], c["intermediate_size"], n_shards=2)(tmp_path / "llama3")
-    (tmp_path / "nb05").mkdir()
     nb05 = import_notebook("05-standalone-llama32.ipynb")
     cfg = nb05.llama32_config(real, torch.bfloat16)
-    nb05.write_stand_in(tmp_path / "nb05", cfg, n_shards=2, seed=0)
     real_names = {n: set(layout) for n, layout in tensor_layout(real, "model*.safetensors").items()}
-    for folder in (tmp_path / "llama3", tmp_path / "nb05"):
-        names = {n: set(layout) for n, layout in tensor_layout(folder, "model*.safetensors").items()}
-        assert set.union(*names.values()) == set.union(*real_names.values())  # shards may cut elsewhere
-        assert names.keys() == real_names.keys()
-        flat = lambda f: {k: v for layout in tensor_layout(f, "model*.safetensors").values() for k, v in layout.items()}
-        assert flat(folder) == flat(real)
-        assert nb05.llama32_config(folder, torch.bfloat16) == cfg  # config.json read the same way
-        assert (folder / "original" / "tokenizer.model").read_bytes() == (real / "original" / "tokenizer.model").read_bytes()
+    folder = tmp_path / "llama3"
+    names = {n: set(layout) for n, layout in tensor_layout(folder, "model*.safetensors").items()}
+    assert set.union(*names.values()) == set.union(*real_names.values())  # shards may cut elsewhere
+    assert names.keys() == real_names.keys()
+    flat = lambda f: {k: v for layout in tensor_layout(f, "model*.safetensors").values() for k, v in layout.items()}
+    assert flat(folder) == flat(real)
+    assert nb05.llama32_config(folder, torch.bfloat16) == cfg  # config.json read the same way
+    assert (folder / "original" / "tokenizer.model").read_bytes() == (real / "original" / "tokenizer.model").read_bytes()
 
 
 def test_05_runs_on_a_gguf_file_named_by_gguf_path(tmp_path):
@@ -183,8 +190,10 @@ def test_05_runs_on_a_gguf_file_named_by_gguf_path(tmp_path):
     path, _ = replicas.write_llama32_gguf(tmp_path / "Llama-3.2-1B-Instruct-Q8_0.gguf")
     n = sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors if t.name != "rope_freqs.weight")
     out = run_notebook("05-standalone-llama32.ipynb", tmp_path / "hf-home", insert_after='MODEL = "1B"',
-                       code=f"GGUF_PATH = {str(path)!r}", stop_after="greedy tokens with and without the cache")
-    assert "stand-in" not in out and "SmolLM2" not in out and "Using" not in out
-    assert f"Llama-3.2-1B-Instruct-Q8_0.gguf: {n:,} parameters in torch.float32, 2 blocks of width 256" in out
-    assert "no reference check for this model (0.0B parameters; RoPE scaling from a GGUF file: True)" in out
-    assert "same 32 greedy tokens with and without the cache" in out
+                       code=f"GGUF_PATH = {str(path)!r}", stop_after="greedy tokens with and without the cache",
+                       also=[NB05_REFERENCE_CHECK])
+    assert "Using Llama-3.2-1B-Instruct-Q8_0.gguf, the file GGUF_PATH names.\n" in out
+    assert "SmolLM2" not in out and "bartowski" not in out and "meta-llama" not in out
+    assert f"Llama-3.2-1B-Instruct-Q8_0.gguf: {n:,} parameters in float32, 2 blocks of width 256" in out
+    assert "no reference check for this model (0.0B parameters, or a GGUF file with RoPE scaling)" in out
+    assert "the same 32 greedy tokens with and without the cache" in out

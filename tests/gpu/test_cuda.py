@@ -13,9 +13,6 @@ import torch.nn.functional as F
 from nbsupport import import_notebook
 from nbsupport.notebooks import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from test_05_standalone import section_3_generate  # noqa: E402
-
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 CUDA = torch.device("cuda")
 
@@ -48,8 +45,9 @@ def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
     counters.clear()
     step = nb05.compile_decode_step(CUDA)
     compiled = [nb05.generate(model, prompt, 32, cfg["context_length"], decode_step=step) for _ in range(2)]
-    # section 3's generate too: a replay overwrites the tensors the previous replay returned
-    compiled.append(section_3_generate(nb05)(model, prompt, 32, cfg["context_length"], decode_step=step))
+    # streamed too (a replay overwrites the tensors the previous replay returned)
+    streamed = list(nb05.generate(model, prompt, 32, cfg["context_length"], decode_step=step, stream=True))
+    compiled.append(torch.cat([prompt, torch.tensor([streamed], device=CUDA)], dim=1))
     assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     manager = cudagraph_trees.get_manager(CUDA.index or torch.cuda.current_device(), create_if_none_exists=False)
     assert manager is not None and sum(len(nodes) for nodes in manager.roots.values()) >= 1, "no CUDA graph was recorded"
