@@ -197,12 +197,14 @@ def test_conversation_refusals(nb05, varied, byte_chat):
     with pytest.raises(ValueError, match=r"^top_p must be None or in \(0, 1\], got 2.0$"):
         conversation.ask("more", max_new_tokens=4, temperature=1.0, top_p=2.0)
     assert (conversation.messages, conversation.cached, conversation.prefilled) == state  # nothing changed
-    with pytest.raises(ValueError, match=r"^max_tokens \(257\) exceeds the model's context length \(256\)$"):
-        nb05.Conversation(model, byte_chat, max_tokens=257)
+    larger = nb05.Conversation(model, byte_chat, max_tokens=300)  # more slots than the model's 256 positions
+    with pytest.raises(ValueError, match=r"^the prompt \(\d+ tokens\) \+ max_new_tokens \(250\) exceed the context "
+                                         r"size \(256\); shorten it or generate fewer tokens$"):
+        larger.ask("hi", max_new_tokens=250)
 
 
 def test_an_interrupted_turn_gives_the_model_its_caches_back(nb05, varied, byte_chat, monkeypatch):
-    """A reader stops a long answer (KeyboardInterrupt; here an exception from the prefill): the model gets its
+    """A reader stops a long answer (KeyboardInterrupt; here an exception from the prefill's step): the model gets its
     own caches back, so that a generate call afterwards does not overwrite the conversation's, and the next
     turn still answers as the whole dialogue does."""
     model, _ = varied
@@ -218,7 +220,7 @@ def test_an_interrupted_turn_gives_the_model_its_caches_back(nb05, varied, byte_
         raise Interrupted
 
     try:
-        monkeypatch.setattr(nb05, "prefill", interrupted)
+        monkeypatch.setattr(nb05, "decode_one_token", interrupted)  # the prefill
         with pytest.raises(Interrupted):
             conversation.ask("and then?", max_new_tokens=12)
         monkeypatch.undo()
