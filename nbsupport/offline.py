@@ -12,10 +12,12 @@ committed outputs are made).
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
 
 from .tokenizer_files import seed_tiktoken_gpt2
 
@@ -48,10 +50,12 @@ def main(notebooks):
     root = Path(tempfile.mkdtemp(prefix="nb-offline-"))
     try:
         enter_offline_env(root)
-        for nb in notebooks:
+        for nb in notebooks:  # (nbclient itself: nbconvert 7.17 numbers a Colab set-up cell's successor 1 again)
             print(f"executing {nb}", flush=True)
-            subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                            "--inplace", "--ExecutePreprocessor.timeout=1200", nb], check=True)
+            notebook = nbformat.read(nb, as_version=4)
+            NotebookClient(notebook, timeout=1200, kernel_name="python3",
+                           resources={"metadata": {"path": str(Path(nb).resolve().parent)}}).execute()
+            nbformat.write(notebook, nb)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -228,9 +228,9 @@ def llama3_vocabulary(n_ranks=GGUF_VOCAB_RANKS):
              if r < n_ranks}
     assert all(bytes([b]) in ranks for b in range(256))
     named = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-             "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
-             "<|eot_id|>", "<|python_tag|>"]
-    return ranks, named + [f"<|reserved_special_token_{i}|>" for i in range(2, 2 + 256 - len(named))]
+             "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+             "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]  # as in Llama 3.1/3.2's tokenizer files
+    return ranks, named + [f"<|reserved_special_token_{i}|>" for i in range(3, 3 + 256 - len(named))]
 
 
 def bpe_merges(ranks):
