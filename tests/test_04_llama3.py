@@ -189,12 +189,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizers(nb04):
-    path = llama3_tokenizer_file()
-    try:
-        meta = MetaTokenizer(path)  # llama-models >= 0.3 takes a Path
-    except AttributeError:
-        meta = MetaTokenizer(str(path))  # 0.2 a str
-    return nb04.Tokenizer(path), meta
+    return nb04.Tokenizer(llama3_tokenizer_file()), MetaTokenizer.get_instance()  # Meta's code, its own file
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -1,10 +1,6 @@
 """Notebook 05, section 7: streaming (generate(..., stream=True) and stream_text) and the chat formats, against
 Meta's chat format of Llama 3 and transformers' chat templates."""
 
-from importlib.metadata import version
-from importlib.resources import files
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -74,16 +70,13 @@ def test_chat_formats_encode_a_dialogue_as_their_single_question(nb05, llama3_to
     assert isinstance(nb05.chat_format(tokenizer), nb05.ChatFormat)
 
 
-@pytest.mark.skipif(tuple(int(x) for x in version("llama-models").split(".")[:2]) < (0, 3),
-                    reason="compared with the ChatFormat of llama-models 0.3 (with 0.2.0 this test failed in CI's "
-                           "oldest-versions stage; not yet examined)")
 def test_llama3_chat_format_equals_metas(nb05, llama3_tokenizer):
     """Meta's own ChatFormat (llama_models) encodes the same dialogue to the same ids."""
     meta_chat = pytest.importorskip("llama_models.llama3.chat_format")
     from llama_models.datatypes import RawMessage, StopReason
     from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
-    meta = meta_chat.ChatFormat(MetaTokenizer(Path(str(files("llama_models").joinpath("llama3", "tokenizer.model")))))
+    meta = meta_chat.ChatFormat(MetaTokenizer.get_instance())
     dialog = [("system", "Be brief."), ("user", "What do llamas eat?"), ("assistant", "Grass and hay."),
               ("user", "And alpacas? 🦙")]
     messages = [RawMessage(role=role, content=content, stop_reason=StopReason.end_of_turn) if role == "assistant"
