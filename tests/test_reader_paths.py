@@ -106,8 +106,8 @@ def test_05_loads_llama32_1b_and_3b_base_and_instruct(hf_home, model, instruct):
     assert f"Using {repo_id}, Meta's weights (safetensors).\n" in out
     assert "SmolLM2" not in out and "bartowski" not in out
     assert f"Llama 3.2 {model}: {replica_numel(hf_home, repo_id, '.safetensors'):,} parameters" in out
-    assert re.search(r"\d+-token prompt: max \|logits ours - transformers\| = \S+; the same 32 greedy tokens as "
-                     r"transformers' generate", out), out
+    assert re.search(r"(\d+) of \1 blocks, \d+-token prompt: max \|logits ours - transformers\| = \S+; the same 32 "
+                     r"greedy tokens as transformers' generate", out), out
     assert "the same 32 greedy tokens with and without the cache" in out
 
 
@@ -183,8 +183,8 @@ def test_stand_ins_have_the_layout_of_the_replicas(hf_home, tmp_path):
 
 def test_05_runs_on_a_gguf_file_named_by_gguf_path(tmp_path):
     """GGUF_PATH: a Llama 3.2 GGUF file as llama.cpp's converter writes it (the shrunk replica, Q8_0) goes
-    through section 2 and section 3's check, with nothing downloaded, no fallback, and the one reference
-    check that transformers cannot make (RoPE scaling from the file) skipped with its reason."""
+    through section 2 and section 3's check, with nothing downloaded, no fallback, and Appendix C's check against
+    transformers (given the file's RoPE frequencies, which it does not read)."""
     import gguf
 
     path, _ = replicas.write_llama32_gguf(tmp_path / "Llama-3.2-1B-Instruct-Q8_0.gguf")
@@ -195,5 +195,6 @@ def test_05_runs_on_a_gguf_file_named_by_gguf_path(tmp_path):
     assert "Using Llama-3.2-1B-Instruct-Q8_0.gguf, the file GGUF_PATH names.\n" in out
     assert "SmolLM2" not in out and "bartowski" not in out and "meta-llama" not in out
     assert f"Llama-3.2-1B-Instruct-Q8_0.gguf: {n:,} parameters in float32, 2 blocks of width 256" in out
-    assert "no reference check for this model (0.0B parameters, or a GGUF file with RoPE scaling)" in out
+    assert re.search(r"2 of 2 blocks, \d+-token prompt: max \|logits ours - transformers\| = 0e\+00; the same 32 "
+                     r"greedy tokens as transformers' generate", out), out
     assert "the same 32 greedy tokens with and without the cache" in out

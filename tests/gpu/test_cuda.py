@@ -55,6 +55,54 @@ def test_reduce_overhead_decoding_equals_eager_and_records_cuda_graphs(nb05):
         nb05.same_greedy_tokens(model, c, eager)
 
 
+def test_compiled_decoding_compiles_once_per_model_and_reports_it(nb05):
+    """One graph per model (the 16-bit model, then its int8 copy) over repeated and streamed runs of the same
+    length, no CUDA graph skipped, and the notebook's report says so."""
+    from torch._dynamo.utils import counters
+
+    model, cfg = small_llama(nb05, nb05.half_dtype(CUDA))
+    int8 = nb05.quantize_int8(nb05.with_weights_in(model, nb05.half_dtype(CUDA)))
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 12), generator=torch.Generator().manual_seed(4)).to(CUDA)
+    torch._dynamo.reset()
+    counters.clear()
+    step = nb05.compile_decode_step(CUDA)
+    for n_models, m in enumerate([model, int8], start=1):
+        before = nb05.compile_counts(CUDA)
+        for _ in range(3):
+            nb05.generate(m, prompt, 32, decode_step=step)
+        list(nb05.generate(m, prompt, 32, decode_step=step, stream=True))
+        graphs, recorded, skipped = (a - b for a, b in zip(nb05.compile_counts(CUDA), before))
+        assert graphs == 1 and recorded >= 1 and skipped == 0, (graphs, recorded, skipped)
+        assert counters["stats"]["unique_graphs"] == n_models
+        assert nb05.compile_report(CUDA, before).startswith("the step ran compiled: 1 new graph(s), ")
+    assert not nb05.COMPILE["failed"]
+
+
+def test_each_modes_peak_memory_is_within_20_percent_of_weights_cache_and_activations(nb05):
+    """Section 5's benchmark on CUDA: each mode's peak, measured from a reset with the previous mode's caches
+    freed, is the weights + its KV cache + its activations (the cacheless loop's largest: the logits of the whole
+    sequence) within 20%."""
+    cfg = {**nb05.LLAMA32_CONFIG_1B, "vocab_size": 32_000, "context_length": 1024, "emb_dim": 1024, "n_heads": 16,
+           "n_kv_groups": 4, "n_layers": 8, "hidden_dim": 4096, "dtype": nb05.half_dtype(CUDA)}
+    torch.manual_seed(0)
+    model = nb05.Llama3Model(cfg).to(CUDA).eval()
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 20), generator=torch.Generator().manual_seed(5)).to(CUDA)
+    new_tokens = 256
+    step = nb05.compile_decode_step(CUDA)
+    modes = {"no cache": lambda m, p, n: nb05.generate_without_cache(m, p, n),
+             "cache": lambda m, p, n: nb05.generate(m, p, n),
+             "cache + compile": lambda m, p, n: nb05.generate(m, p, n, decode_step=step)}
+    params = sum(p.nbytes for p in model.parameters()) + model.cos.nbytes + model.sin.nbytes
+    element = torch.finfo(cfg["dtype"]).bits // 8
+    for name, run in modes.items():
+        peak = nb05.benchmark(model, prompt, new_tokens, CUDA, run, repeats=1).peak_memory
+        if name == "no cache":
+            estimate = params + (prompt.shape[1] + new_tokens) * cfg["vocab_size"] * element
+        else:
+            estimate = params + nb05.cache_bytes(model)
+        assert 0.8 * estimate <= peak <= 1.2 * estimate, (name, peak / 2**20, estimate / 2**20)
+
+
 def test_ragged_batch_on_cuda_gives_each_prompt_its_tokens_alone_with_cuda_graphs(nb05):
     from torch._dynamo.utils import counters
 

@@ -233,3 +233,25 @@ def test_an_interrupted_turn_gives_the_model_its_caches_back(nb05, varied, byte_
     finally:
         for b, c in zip(model.trf_blocks, own):  # (the model is shared with other tests)
             b.att.kv_cache = c
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_transformers_reference_of_the_first_blocks_of_a_gguf_file_with_rope_scaling(nb05, llama32_gguf, n_layers):
+    """Appendix C's reference for a large model: transformers' model of a Llama 3.2 GGUF file (llama.cpp's layout,
+    RoPE divisors) cut to its first blocks equals ours cut the same way, on a prompt long enough for the scaling to
+    matter; given the unscaled frequencies instead of the file's, it does not: the check can fail."""
+    path, _ = llama32_gguf
+    model, tokenizer, cfg = nb05.load_gguf(path)
+    reference = nb05.transformers_reference(path, cfg, n_layers)
+    assert len(reference.model.layers) == n_layers
+    with torch.device("meta"):
+        ours = nb05.Llama3Model({**cfg, "n_layers": n_layers})
+    ours.load_state_dict({k: v for k, v in model.state_dict().items()
+                          if not k.startswith("trf_blocks.") or int(k.split(".")[1]) < n_layers}, assign=True)
+    ours.out_head.weight = ours.tok_emb.weight
+    idx = torch.tensor([tokenizer.encode("Llamas are domesticated South American camelids. " * 30, bos=True)])
+    with torch.inference_mode():
+        assert (ours(idx) - reference(idx).logits).abs().max().item() <= 1e-4
+        head_dim = cfg["emb_dim"] // cfg["n_heads"]
+        reference.model.rotary_emb.inv_freq = 1.0 / cfg["rope_base"] ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        assert (ours(idx) - reference(idx).logits).abs().max().item() > 0.1

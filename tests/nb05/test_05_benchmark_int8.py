@@ -124,3 +124,30 @@ def test_perplexity_and_compare_predictions(nb05, small):
     expected = math.exp(F.cross_entropy(logits, ids[0, 1:]).item())
     assert nb05.perplexity(model, ids) == pytest.approx(expected, rel=1e-6)
     assert nb05.compare_predictions(model, model, ids) == (1.0, 0.0)
+
+
+def test_cache_bytes_and_the_read_columns(nb05, small):
+    """A decode step reads every slot of the caches: keys and values of every layer, batch x kv heads x slots x
+    head_dim; read_rate gives the GB/s and the share of the bandwidth of that many steps per second."""
+    model, _, cfg = small
+    model.setup_kv_cache(3, 40)
+    head_dim = cfg["emb_dim"] // cfg["n_heads"]
+    assert nb05.cache_bytes(model) == cfg["n_layers"] * 2 * 3 * cfg["n_kv_groups"] * 40 * head_dim * 4  # float32
+    assert nb05.read_rate(50.0, 2e8, 4e10) == f"{10.0:>7.1f}{'25%':>10}"  # 50 steps of 0.2 GB: 10 GB/s of 40
+
+
+def test_benchmark_on_cuda_frees_the_previous_caches_and_resets_the_peak(nb05, varied, monkeypatch):
+    """The CUDA branch of benchmark, on the CPU (torch.cuda's calls recorded): each mode's peak is measured from a
+    reset after the caches of the mode before were dropped, so the warm-up allocates the mode's own cache."""
+    model, _ = varied
+    prompt = torch.tensor([[1, 2, 3]])
+    nb05.generate(model, prompt, 8)
+    old = model.trf_blocks[0].att.kv_cache
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache", model.trf_blocks[0].att.kv_cache)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append(("reset", None)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 12345)
+    result = nb05.benchmark(model, prompt, 8, torch.device("cuda"), lambda m, p, n: nb05.generate(m, p, n))
+    assert calls == [("empty_cache", None), ("reset", None)]  # the caches were gone when memory was released
+    assert model.trf_blocks[0].att.kv_cache is not old and result.peak_memory == 12345

@@ -1,5 +1,6 @@
 """Notebook 05, section 4: the compiled decode step gives the eager step's tokens, runs packed linear kernels on
-a CPU, falls back to eager decoding with one line where it cannot compile, and reuses the model's caches."""
+a CPU, falls back to eager decoding with one line where it cannot compile (or has compiled too often), reuses the
+model's caches, and says after a run what it did (from torch.compile's counters)."""
 
 import platform
 import re
@@ -95,7 +96,7 @@ print("same tokens")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1] == "same tokens"
-    (line,) = [s for s in lines if s.startswith("torch.compile cannot build code here")]  # once, not per call
+    (line,) = [s for s in lines if s.startswith("torch.compile failed")]  # once, not per call
     assert "InvalidCxxCompiler" in line and "install a C++ compiler" in line and line.count("decoding stays eager") == 1
 
 
@@ -121,6 +122,78 @@ def test_a_gpu_without_triton_gets_the_one_line_and_the_eager_step(nb05, small, 
     for _ in range(2):
         assert torch.equal(nb05.generate(model, prompt, 8, decode_step=step), nb05.generate(model, prompt, 8))
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith("torch.compile cannot build code here (TritonMissing: Cannot find a working triton")
+    assert line.startswith("torch.compile failed (TritonMissing: Cannot find a working triton")
     assert "pip install triton" in line
     assert nb05.COMPILE["failed"]
+
+
+def test_the_recompile_limit_gives_one_line_and_the_eager_step(nb05, small, monkeypatch, capsys):
+    """dynamo raises FailOnRecompileLimitHit with fullgraph=True when it has compiled a function recompile_limit
+    times (guard=True caches, or a frozen step over many models): one line that says so, then eager steps."""
+    model, _, _ = small
+
+    def compile_at_its_limit(fn, **kwargs):
+        def compiled(*args, **kw):
+            raise torch._dynamo.exc.FailOnRecompileLimitHit("recompile_limit reached with fullgraph=True")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_at_its_limit)
+    monkeypatch.setitem(nb05.COMPILE, "failed", False)
+    step = nb05.compile_decode_step(torch.device("cpu"))
+    prompt = torch.tensor([[5, 77, 123]])
+    for _ in range(2):
+        assert torch.equal(nb05.generate(model, prompt, 8, decode_step=step), nb05.generate(model, prompt, 8))
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("torch.compile failed (FailOnRecompileLimitHit: recompile_limit reached")
+    assert "decoding stays eager" in line and "torch._dynamo.reset()" in line
+    assert nb05.compile_report(torch.device("cpu"), (0, 0, 0)).startswith("the step ran eagerly")
+
+
+def test_the_report_counts_the_graphs_a_compiled_run_made(nb05, varied):
+    """compile_counts/compile_report read dynamo's counters: a new model's first compiled run makes one graph,
+    the next run none; the CUDA columns appear only for a CUDA device."""
+    model, cfg = varied
+    cpu = torch.device("cpu")
+    torch._dynamo.reset()
+    step = nb05.compile_decode_step(cpu)
+    prompt = torch.tensor([[3, 1, 4, 1, 5]])
+    before = nb05.compile_counts(cpu)
+    nb05.generate(model, prompt, 6, decode_step=step)
+    assert nb05.compile_report(cpu, before) == "the step ran compiled: 1 new graph(s)"
+    before = nb05.compile_counts(cpu)
+    nb05.generate(model, prompt, 6, decode_step=step)
+    assert nb05.compile_report(cpu, before) == "the step ran compiled: 0 new graph(s)"
+    assert not nb05.COMPILE["failed"]
+    torch._dynamo.reset()
+
+
+def test_the_cuda_report_counts_every_recorded_cuda_graph(nb05, monkeypatch):
+    """On CUDA, the recorded graphs are the nodes of inductor's CUDA graph trees (each root and its descendants;
+    a tree manager is asked for, not created); skips come from inductor's counter. Here with a tree manager made up
+    of two roots, one with three descendants."""
+    from torch._dynamo.utils import counters
+
+    class Node:
+        def __init__(self, descendants):
+            self.descendants = descendants
+
+        def num_descendants(self):
+            return self.descendants
+
+    class Manager:
+        def get_roots(self):
+            yield from [Node(0), Node(3)]
+
+    asked = []
+    monkeypatch.setattr(nb05.cudagraph_trees, "get_manager",
+                        lambda index, create_if_none_exists=True: asked.append((index, create_if_none_exists)) or Manager())
+    cuda = torch.device("cuda", 0)
+    before = nb05.compile_counts(cuda)
+    assert before[1] == 5 and asked == [(0, False)]
+    counters["inductor"]["cudagraph_skips"] += 1
+    monkeypatch.setitem(nb05.COMPILE, "failed", False)
+    assert nb05.compile_report(cuda, (before[0], 3, before[2])) == (
+        "the step ran compiled: 0 new graph(s), 2 CUDA graph(s) recorded, 1 skipped")
+    counters["inductor"]["cudagraph_skips"] -= 1
+    monkeypatch.setattr(nb05.cudagraph_trees, "get_manager", lambda index, create_if_none_exists=True: None)
+    assert nb05.compile_counts(cuda)[1] == 0  # no CUDA graph yet
