@@ -9,7 +9,7 @@ import importlib
 import shutil
 from pathlib import Path
 
-from huggingface_hub import constants, snapshot_download
+from huggingface_hub import constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -74,7 +74,11 @@ def fetch(repo_id, filenames, build_stand_in):
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
-        reason = why_unavailable(err, repo_id)
+        return stand_in(repo_id, build_stand_in, why_unavailable(err, repo_id))
+
+
+def stand_in(repo_id, build_stand_in, reason):
+    """The stand-in folder of `repo_id` (built once), after one line saying why it is used."""
     folder = standin_dir(repo_id, build_stand_in)
     if not (folder / ".complete").exists():
         shutil.rmtree(folder, ignore_errors=True)
@@ -84,3 +88,35 @@ def fetch(repo_id, filenames, build_stand_in):
     print(f"Using an offline stand-in for {repo_id} (same file format): {reason}.")
     return folder
 
+
+
+TINYSTORIES = ("stories15M", "stories42M", "stories110M")  # karpathy/tinyllamas: llama2.c checkpoints, Llama 2's vocabulary
+
+
+def fetch_llama2(choose_model, filenames, build_stand_in):
+    """Notebook 03's model choice: (model, checkpoint, tokenizer file). "Llama-2-7b": Meta's folder (`filenames`);
+    a TinyStories model ("stories15M", ...): llama2.c's checkpoint from karpathy/tinyllamas and Llama 2's tokenizer
+    from hf-internal-testing/llama-tokenizer (both public). Says in one line what it uses and why. Meta's
+    repository gated for this token: stories110M instead. Nothing real available (offline, no network): the
+    stand-in of Meta's format, as `fetch` does."""
+    repo_id, instead = "meta-llama/Llama-2-7b", ""
+    if choose_model == "Llama-2-7b":
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
+            print(f"Using {repo_id}, Meta's weights.")
+            return choose_model, folder, folder / "tokenizer.model"
+        except GatedRepoError as err:
+            choose_model, instead = "stories110M", f", instead of Meta's weights: {why_unavailable(err, repo_id)}"
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
+            folder = stand_in(repo_id, build_stand_in, why_unavailable(err, repo_id))
+            return "Llama-2-7b", folder, folder / "tokenizer.model"
+    if choose_model not in TINYSTORIES:
+        raise ValueError(f"CHOOSE_MODEL is {choose_model!r}: choose 'Llama-2-7b' or one of {list(TINYSTORIES)}")
+    try:
+        checkpoint = Path(hf_hub_download("karpathy/tinyllamas", f"{choose_model}.pt"))
+        tokenizer = Path(hf_hub_download("hf-internal-testing/llama-tokenizer", "tokenizer.model"))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
+        folder = stand_in(repo_id, build_stand_in, why_unavailable(err, "karpathy/tinyllamas"))
+        return "Llama-2-7b", folder, folder / "tokenizer.model"
+    print(f"Using {choose_model} from karpathy/tinyllamas (llama2.c's checkpoint) and Llama 2's tokenizer{instead}.")
+    return choose_model, checkpoint, tokenizer

@@ -40,7 +40,11 @@ LLAMA32_REPOS = {  # repo -> (number of safetensors shards, shrunk sizes)
     "meta-llama/Llama-3.2-3B-Instruct": (2, {"hidden_size": 192, "num_attention_heads": 6, "num_key_value_heads": 2,
                                              "num_hidden_layers": 3, "intermediate_size": 384}),
 }
-ALL_REPOS = [*GPT2_REPOS, *LLAMA2_REPOS, *LLAMA32_REPOS]
+TINYLLAMAS = "karpathy/tinyllamas"  # llama2.c's TinyStories checkpoints (real sizes: dim, n_layers, n_heads, context)
+TINYLLAMAS_REAL = {"stories15M": (288, 6, 6, 256), "stories42M": (512, 8, 8, 1024), "stories110M": (768, 12, 12, 1024)}
+TINYLLAMAS_SHRUNK = {"dim": 64, "n_layers": 2, "n_heads": 4, "multiple_of": 32, "max_seq_len": 256}
+LLAMA_TOKENIZER = "hf-internal-testing/llama-tokenizer"  # Llama 2's tokenizer.model, public
+ALL_REPOS = [*GPT2_REPOS, *LLAMA2_REPOS, *LLAMA32_REPOS, TINYLLAMAS, LLAMA_TOKENIZER]
 
 
 def snapshot_folder(hub_cache, repo_id):
@@ -60,6 +64,13 @@ def write_replica(hub_cache, repo_id, llama2_tokenizer=None):
         _gpt2(folder, seed)
     elif repo_id in LLAMA2_REPOS:
         _llama2(folder, llama2_tokenizer, seed)
+    elif repo_id == TINYLLAMAS:
+        _tinyllamas(folder, llama2_tokenizer, seed)
+    elif repo_id == LLAMA_TOKENIZER:
+        shutil.copyfile(llama2_tokenizer, folder / "tokenizer.model")
+        _json(folder / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+        _json(folder / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True,
+                                                 "add_eos_token": False, "model_max_length": 2048})
     else:
         n_shards, shrunk = LLAMA32_REPOS[repo_id]
         _llama32(folder, n_shards, shrunk, instruct=repo_id.endswith("-Instruct"), seed=seed)
@@ -136,6 +147,45 @@ def _llama2(folder, tokenizer_file, seed):
     torch.save(t, folder / "consolidated.00.pth")
     (folder / "checklist.chk").write_text("".join(f"{_md5(folder / n)}  {n}\n" for n in ("consolidated.00.pth", "params.json")))
     (folder / "tokenizer_checklist.chk").write_text(f"{_md5(folder / 'tokenizer.model')}  tokenizer.model\n")
+
+
+def llama2c_checkpoint_dict(params, args, compiled=True):
+    """What llama2.c's train.py saves: the model's state dict (Meta's names; behind torch.compile each name gets
+    the prefix `_orig_mod.`), `model_args` (params.json's keys and max_seq_len, dropout), the AdamW state, the
+    iteration, the best validation loss and the training config."""
+    prefix = "_orig_mod." if compiled else ""
+    return {"model": {prefix + k: v for k, v in params.items()}, "model_args": args,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 5e-4, "betas": (0.9, 0.95), "eps": 1e-8,
+                                                         "weight_decay": 0.1, "amsgrad": False, "params": [0, 1]}]},
+            "iter_num": 298000, "best_val_loss": torch.tensor(1.07), "config": {"batch_size": 128, "dtype": "bfloat16",
+                                                                               "compile": compiled, "dataset": "tinystories"}}
+
+
+def _tinyllamas(folder, tokenizer_file, seed):
+    """stories15M.pt, stories42M.pt, stories110M.pt, shrunk alike: float32, RoPE in Meta's pair order, the head
+    one tensor with the embedding (saved under both names), no rope.freqs; the vocabulary is the tokenizer's."""
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(tokenizer_file)).vocab_size()
+    for i, name in enumerate(TINYLLAMAS_REAL):
+        a = TINYLLAMAS_SHRUNK
+        args = {"dim": a["dim"], "n_layers": a["n_layers"], "n_heads": a["n_heads"], "n_kv_heads": a["n_heads"],
+                "vocab_size": vocab, "multiple_of": a["multiple_of"], "max_seq_len": a["max_seq_len"], "dropout": 0.0}
+        dim, mult = a["dim"], a["multiple_of"]
+        hidden = mult * ((int(2 * 4 * dim / 3) + mult - 1) // mult)
+        g = torch.Generator().manual_seed(seed + i)
+        embedding = _randn(g, vocab, dim, dtype=torch.float32)
+        t = {"tok_embeddings.weight": embedding, "norm.weight": 1 + _randn(g, dim, dtype=torch.float32)}
+        for layer in range(a["n_layers"]):
+            p = f"layers.{layer}."
+            t |= {p + f"attention.{w}.weight": _randn(g, dim, dim, dtype=torch.float32) for w in ("wq", "wk", "wv", "wo")}
+            t |= {p + "feed_forward.w1.weight": _randn(g, hidden, dim, dtype=torch.float32),
+                  p + "feed_forward.w2.weight": _randn(g, dim, hidden, dtype=torch.float32),
+                  p + "feed_forward.w3.weight": _randn(g, hidden, dim, dtype=torch.float32),
+                  p + "attention_norm.weight": 1 + _randn(g, dim, dtype=torch.float32),
+                  p + "ffn_norm.weight": 1 + _randn(g, dim, dtype=torch.float32)}
+        t["output.weight"] = embedding  # tied: one tensor, two names
+        torch.save(llama2c_checkpoint_dict(t, args, compiled=name != "stories42M"), folder / f"{name}.pt")
 
 
 LLAMA3_TOKENIZER = Path(str(files("llama_models").joinpath("llama3", "tokenizer.model")))  # = Meta's file

@@ -283,3 +283,72 @@ def test_device_for_puts_the_model_on_the_gpu_only_where_its_weights_fit(nb03, c
     assert capsys.readouterr().out == ("the weights (12.6 GiB) do not fit in the GPU's 12.0 GiB of free memory: "
                                        "the model runs on the CPU\n")
     assert nb03.device_for(model, torch.device("cpu")) == torch.device("cpu")
+
+
+def test_a_llama2c_checkpoint_loads_to_metas_logits(nb03, meta_reference, tmp_path):
+    """A checkpoint as llama2.c's train.py writes it (karpathy/tinyllamas' format: the state dict of a compiled
+    model, '_orig_mod.' names, the head tied to the embedding, no rope.freqs, model_args) of a random model built
+    by Meta's reference code: llama2c_checkpoint + load_weights_into_llama give Meta's logits within 1e-5."""
+    import replicas
+
+    ref, params = meta_model_and_params(meta_reference)
+    del params["rope.freqs"]
+    tied = params["tok_embeddings.weight"] * 0.1  # llama2.c ties them (scaled: logits of a trained model's size)
+    params["tok_embeddings.weight"] = params["output.weight"] = tied
+    with torch.no_grad():
+        ref.tok_embeddings.weight.copy_(tied)
+        ref.output.weight.copy_(tied)
+    args = {"dim": 96, "n_layers": 3, "n_heads": 6, "n_kv_heads": 6, "vocab_size": 113, "multiple_of": 32,
+            "max_seq_len": 64, "dropout": 0.0}
+    torch.save(replicas.llama2c_checkpoint_dict(params, args), tmp_path / "stories.pt")
+    cfg, loaded = nb03.llama2c_checkpoint(tmp_path / "stories.pt")
+    assert cfg == {**our_config(nb03), "context_length": 64} and set(loaded) == set(params)
+    with torch.device("meta"):
+        model = nb03.Llama2Model(cfg)
+    nb03.load_weights_into_llama(model, cfg, loaded)
+    tokens = torch.randint(0, 113, (2, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (model.eval()(tokens) - ref(tokens, start_pos=0)).abs().max().item() <= 1e-5
+
+
+def test_a_llama2c_checkpoint_with_grouped_query_attention_is_refused(nb03, tmp_path):
+    """stories260K has 4 key/value heads for 8 query heads: Llama2Model has no grouped-query attention."""
+    import replicas
+
+    args = {"dim": 64, "n_layers": 5, "n_heads": 8, "n_kv_heads": 4, "vocab_size": 512, "multiple_of": 4,
+            "max_seq_len": 512, "dropout": 0.0}
+    torch.save(replicas.llama2c_checkpoint_dict({}, args), tmp_path / "stories260K.pt")
+    with pytest.raises(ValueError, match="n_kv_heads = 4 key/value heads for 8 query heads"):
+        nb03.llama2c_checkpoint(tmp_path / "stories260K.pt")
+
+
+def test_gated_llama2_online_gives_stories110m_and_says_why(gated_hub, tmp_path):
+    """Online, against a Hub that refuses meta-llama/Llama-2-7b as gated, with karpathy/tinyllamas and Llama 2's
+    public tokenizer in the cache: fetch_llama2 says why in one line and gives stories110M, not the stand-in."""
+    import os
+    import subprocess
+
+    import replicas
+    from nbsupport.notebooks import REPO_ROOT
+    from nbsupport.standins import train_llama2_style_tokenizer
+
+    endpoint, seen = gated_hub
+    tokenizer = tmp_path / "llama2.model"
+    train_llama2_style_tokenizer(tokenizer)
+    for repo_id in (replicas.TINYLLAMAS, replicas.LLAMA_TOKENIZER):
+        replicas.write_replica(tmp_path / "hf-home" / "hub", repo_id, llama2_tokenizer=tokenizer)
+    code = ("from nbsupport import fetch_llama2\n"
+            "name, checkpoint, tokenizer = fetch_llama2('Llama-2-7b', ['params.json'], None)\n"
+            "print('RESULT', name, checkpoint.name, tokenizer.name)\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20",
+           "HF_HUB_DOWNLOAD_TIMEOUT": "20", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("HF_HUB_OFFLINE", None)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "Using stories110M from karpathy/tinyllamas (llama2.c's checkpoint) and Llama 2's tokenizer, instead of Meta's "
+        "weights: meta-llama/Llama-2-7b is gated: accept its license at https://huggingface.co/meta-llama/Llama-2-7b "
+        "and set HF_TOKEN to an access token of that account.",
+        "RESULT stories110M stories110M.pt tokenizer.model"]
+    assert any("/meta-llama/Llama-2-7b" in path for _, path in seen), seen  # the Hub was asked

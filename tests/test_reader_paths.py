@@ -85,6 +85,21 @@ def test_03_loads_llama2_and_its_chat_model(hf_home):
     assert f"chat model: loaded {n_chat:,} parameters" in out
 
 
+@pytest.mark.parametrize("choice", ["stories15M", "stories42M", "stories110M"])
+def test_03_runs_a_tinystories_model_top_to_bottom(hf_home, choice):
+    """CHOOSE_MODEL names a TinyStories model: llama2.c's checkpoint (karpathy/tinyllamas) and Llama 2's tokenizer
+    (hf-internal-testing/llama-tokenizer) go through the same loader, Meta's code agrees, and the chat cells say
+    there is no chat model; no stand-in anywhere."""
+    out = run_notebook("03-gpt-to-llama2.ipynb", hf_home, insert_after="CHOOSE_MODEL = ", code=f"CHOOSE_MODEL = {choice!r}")
+    assert f"Using {choice} from karpathy/tinyllamas (llama2.c's checkpoint) and Llama 2's tokenizer.\n" in out
+    assert "stand-in" not in out and "Using meta-llama" not in out
+    n = sum(t.numel() for t in torch.load(replicas.snapshot_folder(hf_home / "hub", replicas.TINYLLAMAS) / f"{choice}.pt",
+                                          weights_only=True)["model"].values())  # (head and embedding: both names)
+    assert f"loaded {n:,} parameters in torch.float32" in out
+    assert "layers, " in out and "max |logits - Meta's| <= 1e-4" in out and "rope.freqs" not in out
+    assert f"{choice} has no chat model" in out
+
+
 def test_04_loads_llama32_1b_and_instruct(hf_home):
     out = run_notebook("04-llama2-to-llama3.ipynb", hf_home, stop_after='print("What do llamas eat?\\n->", repr(answer))')
     assert "stand-in" not in out

@@ -1,11 +1,9 @@
 """Notebook 05, section 2: config.json, the strict loaders, GGUF files (replicas in llama.cpp's layout and
 SmolLM2's real file) against transformers, the GGUF tokenizers, and the order of the weights' sources."""
 
-import http.server
 import json
 import math
 import re
-import threading
 
 import pytest
 import torch
@@ -392,47 +390,6 @@ def test_meta_repository_comes_before_the_public_gguf_and_gguf_path_before_both(
     lines, loaded = results[2]
     assert lines == ["Using Llama-3.2-1B-Instruct-Q8_0.gguf, the file GGUF_PATH names."]
     assert loaded["source"] == str(llama32_gguf[0]) and loaded["tokenizer"] == "GGUFTokenizer"
-
-
-@pytest.fixture
-def gated_hub():
-    """A Hub on 127.0.0.1 that answers every request about a meta-llama repository as the Hub answers a reader
-    who has not accepted Meta's license (403, X-Error-Code: GatedRepo), and every other request with a server
-    error (huggingface_hub then looks in its cache). Plain HTTP/1.1 responses, which both of huggingface_hub's
-    HTTP clients (requests before 1.0, httpx after) read. Yields its URL and the requests it saw."""
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def answer(self):
-            seen.append((self.command, self.path))
-            if "/meta-llama/" in self.path:
-                repo_id = "meta-llama/" + self.path.split("/meta-llama/")[1].split("/")[0]
-                status, headers = 403, {"X-Error-Code": "GatedRepo",
-                                        "X-Error-Message": f"Access to model {repo_id} is restricted."}
-            else:
-                status, headers = 500, {}
-            body = json.dumps({"error": headers.get("X-Error-Message", "Internal Error")}).encode()
-            self.send_response(status)
-            for key, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body)),
-                               "Connection": "close"}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_HEAD = do_POST = answer
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
 
 
 def test_gated_meta_repository_online_gives_the_public_gguf_and_says_to_accept_the_license(run_python, tmp_path,
