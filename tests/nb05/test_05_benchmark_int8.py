@@ -133,6 +133,7 @@ def test_cache_bytes_and_the_read_columns(nb05, small):
     model.setup_kv_cache(3, 40)
     head_dim = cfg["emb_dim"] // cfg["n_heads"]
     assert nb05.cache_bytes(model) == cfg["n_layers"] * 2 * 3 * cfg["n_kv_groups"] * 40 * head_dim * 4  # float32
+    assert nb05.cache_bytes(model, 1) == nb05.cache_bytes(model) // 3  # a batch of one reads its row only
     assert nb05.read_rate(50.0, 2e8, 4e10) == f"{10.0:>7.1f}{'25%':>10}"  # 50 steps of 0.2 GB: 10 GB/s of 40
 
 

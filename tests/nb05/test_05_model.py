@@ -53,9 +53,14 @@ def test_kv_cache_writes_in_place_at_the_slots_and_returns_every_slot(nb05):
     assert cache.k.shape == cache.v.shape == (2, 3, 10, 4) and not cache.k.any()
     k, v = torch.randn(2, 3, 2, 4), torch.randn(2, 3, 2, 4)
     k_all, v_all = cache.update(torch.tensor([4, 5]), k, v)
-    assert k_all is k_buffer and v_all is v_buffer  # the same memory at every step
+    assert k_all.data_ptr() == k_buffer.data_ptr() and k_all.shape == k_buffer.shape  # the same memory every step
+    assert v_all.data_ptr() == v_buffer.data_ptr() and v_all.shape == v_buffer.shape
     assert torch.equal(k_all[:, :, 4:6], k) and torch.equal(v_all[:, :, 4:6], v)
     assert not k_all[:, :, :4].any() and not k_all[:, :, 6:].any()
+    k1, v1 = torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4)  # a batch of one: the first row, the other untouched
+    k_one, _ = cache.update(torch.tensor([6]), k1, v1)
+    assert k_one.shape == (1, 3, 10, 4) and k_one.data_ptr() == k_buffer.data_ptr()
+    assert torch.equal(k_buffer[:1, :, 6:7], k1) and not k_buffer[1:, :, 6].any()
 
 
 def test_positions_and_mask_of_one_sequence_are_causal_over_the_slots(nb05):
@@ -103,7 +108,9 @@ def test_setup_kv_cache_keeps_caches_large_enough_and_replaces_the_others(nb05, 
     model.setup_kv_cache(2, 11)  # too short: new caches
     longer = caches()
     assert all(c is not f and c.k.shape[2] == 11 for c, f in zip(longer, first))
-    model.setup_kv_cache(3, 5)  # another batch size: new caches, as long as asked
+    model.setup_kv_cache(1, 11)  # a smaller batch: kept (it writes and reads the first rows)
+    assert all(c is f for c, f in zip(caches(), longer))
+    model.setup_kv_cache(3, 5)  # a larger batch: new caches, as long as asked
     assert all(c is not f and c.k.shape[:3] == (3, cfg["n_kv_groups"], 5) for c, f in zip(caches(), longer))
     half = nb05.with_weights_in(model, torch.bfloat16)  # its copied caches are float32: replaced
     copied = [b.att.kv_cache for b in half.trf_blocks]
@@ -145,3 +152,22 @@ def test_notebook_imports_nothing_from_the_repository():
         if origin.is_absolute():  # not "built-in" or "frozen"
             assert REPO_ROOT not in origin.resolve().parents, f"{name} comes from the repository"
     assert "files(\"llama_models\")" in source  # Meta's tokenizer file comes from a pip package
+
+
+def test_a_smaller_batch_on_a_larger_cache_gives_its_tokens_eager_and_compiled(nb05, varied, varied_step):
+    """After a batch of 3, a batch of 1 (and of 2) reuses the caches of 3 rows, eager and with the compiled step:
+    the tokens each prompt gets on caches of its own size."""
+    model, cfg = varied
+    prompts = torch.randint(0, cfg["vocab_size"], (3, 7), generator=torch.Generator().manual_seed(6))
+    expected = {}
+    for b in (1, 2):
+        alone = nb05.with_weights_in(model, torch.float32)  # a copy, with caches of this batch's own size
+        for block in alone.trf_blocks:
+            block.att.kv_cache = None
+        expected[b] = nb05.generate(alone, prompts[:b], 10)
+    for step in (nb05.decode_one_token, varied_step):
+        nb05.generate(model, prompts, 10, decode_step=step)
+        big = model.trf_blocks[0].att.kv_cache
+        for b in (1, 2):
+            assert torch.equal(nb05.generate(model, prompts[:b], 10, decode_step=step), expected[b]), (step, b)
+            assert model.trf_blocks[0].att.kv_cache is big
