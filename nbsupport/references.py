@@ -4,8 +4,9 @@
 `llama-models` package). That file imports fairscale's model-parallel layers; on one process they are
 plain nn.Linear / nn.Embedding, so we provide those under fairscale's names for the import instead of
 installing fairscale. With `rope_theta=10000`, no RoPE scaling and as many key/value heads as heads,
-Meta's Llama 3 code computes the Llama 2 architecture (Meta's `llama/model.py` of the Llama 2 repository
-is the same code without grouped-query attention).
+Meta's Llama 3 code computes the Llama 2 architecture. Meta's `llama/model.py` of the Llama 2 repository
+has grouped-query attention too (`n_kv_heads`, `repeat_kv`, for 70B); what differs is the RoPE base
+(`rope_theta`, 10,000 for Llama 2) and Llama 3.1's RoPE scaling.
 """
 
 import importlib
