@@ -32,6 +32,9 @@ def network_errors():
     return tuple(errors)
 
 
+# What makes Hub files unavailable for a reason a reader can fix (offline, gated, no network, a proxy or SSL problem)
+HUB_UNAVAILABLE = (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors())
+
 NETWORK_HINT = ("if you are behind a proxy, check HTTPS_PROXY/HTTP_PROXY; "
                 "for SSL errors, the certificates (SSL_CERT_FILE, REQUESTS_CA_BUNDLE)")
 
@@ -73,7 +76,7 @@ def fetch(repo_id, filenames, build_stand_in):
     """
     try:
         return Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
+    except HUB_UNAVAILABLE as err:
         return stand_in(repo_id, build_stand_in, why_unavailable(err, repo_id))
 
 
@@ -107,7 +110,7 @@ def fetch_llama2(choose_model, filenames, build_stand_in):
             return choose_model, folder, folder / "tokenizer.model"
         except GatedRepoError as err:
             choose_model, instead = "stories110M", f", instead of Meta's weights: {why_unavailable(err, repo_id)}"
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
+        except HUB_UNAVAILABLE as err:
             folder = stand_in(repo_id, build_stand_in, why_unavailable(err, repo_id))
             return "Llama-2-7b", folder, folder / "tokenizer.model"
     if choose_model not in TINYSTORIES:
@@ -115,8 +118,34 @@ def fetch_llama2(choose_model, filenames, build_stand_in):
     try:
         checkpoint = Path(hf_hub_download("karpathy/tinyllamas", f"{choose_model}.pt"))
         tokenizer = Path(hf_hub_download("hf-internal-testing/llama-tokenizer", "tokenizer.model"))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, *network_errors()) as err:
+    except HUB_UNAVAILABLE as err:
         folder = stand_in(repo_id, build_stand_in, why_unavailable(err, "karpathy/tinyllamas"))
         return "Llama-2-7b", folder, folder / "tokenizer.model"
     print(f"Using {choose_model} from karpathy/tinyllamas (llama2.c's checkpoint) and Llama 2's tokenizer{instead}.")
     return choose_model, checkpoint, tokenizer
+
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # public (Apache-2.0): a Llama 3-style model in Hugging Face's format
+SMOLLM2_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def fetch_llama3(repo_id, filenames, build_stand_in):
+    """Notebook 04's folder of weights, saying in one line which it is and why: Meta's repository `repo_id`
+    (`filenames`); where it is gated for this token, SmolLM2-135M-Instruct, the same file format with its own
+    tokenizer files; where nothing real can be had (offline, no network), the stand-in, as `fetch` does."""
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=list(filenames)))
+        print(f"Using {repo_id}, Meta's weights.")
+        return folder
+    except GatedRepoError as err:
+        gated = why_unavailable(err, repo_id)
+        try:
+            folder = Path(snapshot_download(SMOLLM2, allow_patterns=SMOLLM2_FILES))
+        except HUB_UNAVAILABLE as err:
+            return stand_in(repo_id, build_stand_in, f"{gated}; {why_unavailable(err, SMOLLM2)}")
+        print(f"Using {SMOLLM2} (Apache-2.0), a public model of Llama 3's architecture in Hugging Face's format, "
+              f"instead of Meta's weights: {gated}.")
+        return folder
+    except HUB_UNAVAILABLE as err:
+        return stand_in(repo_id, build_stand_in, why_unavailable(err, repo_id))

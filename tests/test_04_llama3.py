@@ -390,3 +390,32 @@ def test_gguf_tokenizer_with_llama_bpe_equals_metas(nb04, tokenizers, tmp_path):
     gpt2_path = write_tokenizer_gguf(nb04, tmp_path / "as-gpt2.gguf", ranks, ours.special_tokens, "gpt-2")
     as_gpt2 = nb04.GGUFTokenizer(nb04.open_gguf(gpt2_path))
     assert any(as_gpt2.encode(text) != meta.encode(text, bos=False, eos=False) for text in TEXTS)
+
+
+def test_gated_llama32_without_smollm2_gives_the_stand_in_and_both_reasons(gated_hub, tmp_path):
+    """Online, Meta's repository gated and SmolLM2's neither in the cache nor downloadable (the fake Hub answers
+    500): fetch_llama3 writes the stand-in and its one line says why for both repositories."""
+    import os
+    import subprocess
+    import sys
+
+    from nbsupport.notebooks import REPO_ROOT
+
+    endpoint, seen = gated_hub
+    code = ("from nbsupport import fetch_llama3\n"
+            "def build(folder):\n    (folder / 'config.json').write_text('{}')\n"
+            "folder = fetch_llama3('meta-llama/Llama-3.2-1B', ['config.json'], build)\n"
+            "print('RESULT', sorted(p.name for p in folder.iterdir()))\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20",
+           "HF_HUB_DOWNLOAD_TIMEOUT": "20", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("HF_HUB_OFFLINE", None)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    line, result = run.stdout.splitlines()
+    assert line == ("Using an offline stand-in for meta-llama/Llama-3.2-1B (same file format): meta-llama/Llama-3.2-1B "
+                    "is gated: accept its license at https://huggingface.co/meta-llama/Llama-3.2-1B and set HF_TOKEN to "
+                    "an access token of that account; the Hub cannot be reached (no network) and the files are not in "
+                    "the local Hub cache; to download them, connect and run this again."), line
+    assert result == "RESULT ['.complete', 'config.json']"
+    assert any("/HuggingFaceTB/SmolLM2-135M-Instruct" in path for _, path in seen), seen

@@ -29,10 +29,11 @@ def hf_home(tmp_path_factory):
     return home
 
 
-def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None, also=()):
-    """Execute notebook `name` from the repository root with the Hub cache `hf_home` (offline), with the
-    cell `code` inserted after the cell containing `insert_after`, up to the cell containing
-    `stop_after`, then the later cells containing the texts `also`. Returns everything the cells printed."""
+def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None, also=(), endpoint=None):
+    """Execute notebook `name` from the repository root with the Hub cache `hf_home` (offline; online against
+    the Hub at `endpoint` where given), with the cell `code` inserted after the cell containing `insert_after`,
+    up to the cell containing `stop_after`, then the later cells containing the texts `also`. Returns everything
+    the cells printed."""
     nb = nbformat.read(REPO_ROOT / name, as_version=4)
     index = lambda text: next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and text in c.source)
     if stop_after is not None:
@@ -40,6 +41,10 @@ def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None, a
     if code is not None:
         nb.cells.insert(index(insert_after) + 1, nbformat.v4.new_code_cell(code))
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    if endpoint is not None:
+        env.pop("HF_HUB_OFFLINE")
+        env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20", "HF_HUB_DOWNLOAD_TIMEOUT": "20"}
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute(env=env)
     return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
 
@@ -105,6 +110,30 @@ def test_04_loads_llama32_1b_and_instruct(hf_home):
     assert "stand-in" not in out
     assert f"{replica_numel(hf_home, 'meta-llama/Llama-3.2-1B', '.safetensors'):,} unique parameters" in out
     assert "What do llamas eat?\n->" in out
+
+
+def test_04_without_metas_approval_runs_on_smollm2_safetensors(gated_hub, tmp_path):
+    """Online, against a Hub that refuses meta-llama as gated, with SmolLM2-135M-Instruct's repository in the cache:
+    04 says why in one line and runs sections 5-6 on SmolLM2's safetensors with its own tokenizer and chat template
+    (the real weights of the packaged GGUF file), no stand-in; section 7 finds the GGUF file's weights to be
+    these weights rounded."""
+    endpoint, seen = gated_hub
+    replicas.write_replica(tmp_path / "hub", replicas.SMOLLM2)
+    out = run_notebook("04-llama2-to-llama3.ipynb", tmp_path, endpoint=endpoint)
+    assert "stand-in" not in out
+    why = ("is gated: accept its license at https://huggingface.co/{0} and set HF_TOKEN to an access token of that "
+           "account.\n")
+    for repo_id in ("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-1B-Instruct"):
+        assert (f"Using HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), a public model of Llama 3's architecture in "
+                f"Hugging Face's format, instead of Meta's weights: {repo_id} " + why.format(repo_id)) in out
+    assert any("/meta-llama/Llama-3.2-1B" in path for _, path in seen), seen  # the Hub was asked
+    assert f"{replica_numel(tmp_path, replicas.SMOLLM2, '.safetensors'):,} unique parameters" in out
+    assert "logits of ours = transformers' within 1e-4" in out
+    answer = out.split("What do llamas eat?\n->")[1].splitlines()[0]
+    assert "<|im" not in answer and len(answer.split()) >= 5, answer  # words of SmolLM2's chat answer, no markup
+    share = re.search(r"([\d.]+)% of the GGUF's weights = the safetensors weights rounded as the file says; max "
+                      r"\|logits GGUF - safetensors\| = ([\d.]+) \(the rounding\)", out)
+    assert share and float(share[1]) > 99 and float(share[2]) > 0, out
 
 
 NB05_REFERENCE_CHECK = "def transformers_reference("  # Appendix C's check against transformers
