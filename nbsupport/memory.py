@@ -1,9 +1,10 @@
-"""Measure the peak resident memory (RSS) of this process while a block of code runs."""
+"""Measure the peak resident memory (RSS) of this process while a block of code runs; choose where a model fits."""
 
 import threading
 import time
 
 import psutil
+import torch
 
 
 def current_rss():
@@ -33,3 +34,16 @@ class PeakRSS:
         self.peak_rss = max(self.peak_rss, current_rss())
         self.peak = self.peak_rss - self.start
         return False
+
+
+def device_for(model, device, free_bytes=None):
+    """`device` if it is a GPU with room for the model's weights (90% of its free memory), else the CPU."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    free_bytes = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    need = sum(p.nbytes for p in model.parameters())
+    if need > 0.9 * free_bytes:
+        print(f"the weights ({need / 2**30:.1f} GiB) do not fit in the GPU's {free_bytes / 2**30:.1f} GiB of free "
+              "memory: the model runs on the CPU")
+        return torch.device("cpu")
+    return device
