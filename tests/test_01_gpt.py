@@ -1,5 +1,6 @@
 """Notebook 01's model and generation, against PyTorch built-ins and first principles."""
 
+import copy
 import re
 
 import pytest
@@ -19,6 +20,73 @@ def test_multi_head_attention_equals_sdpa(nb01):
                                          is_causal=True)
     ref = mha.out_proj(rearrange(ref, "b h t d -> b t (h d)"))
     torch.testing.assert_close(mha(x), ref, atol=1e-6, rtol=1e-5)
+
+
+def torch_mha_with_weights_of(mha, d, num_heads):
+    """nn.MultiheadAttention holding `mha`'s projections (its in_proj stacks Q, K, V), as notebook 01's check builds it."""
+    ref = torch.nn.MultiheadAttention(embed_dim=d, num_heads=num_heads, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([mha.W_query.weight, mha.W_key.weight, mha.W_value.weight]))
+        ref.in_proj_bias.copy_(torch.cat([mha.W_query.bias, mha.W_key.bias, mha.W_value.bias]))
+        ref.out_proj.load_state_dict(mha.out_proj.state_dict())
+    return ref
+
+
+def test_multi_head_attention_equals_nn_multihead_attention_and_the_check_sees_a_wrong_head_split(nb01):
+    torch.manual_seed(1)
+    mha = nb01.MultiHeadAttention(d_in=32, d_out=32, context_length=16, dropout=0.0, num_heads=4, qkv_bias=True).eval()
+    ref = torch_mha_with_weights_of(mha, 32, 4)
+    x = torch.randn(2, 10, 32)
+    causal = torch.ones(10, 10, dtype=torch.bool).triu(diagonal=1)
+    expected = ref(x, x, x, attn_mask=causal, need_weights=False)[0]
+    torch.testing.assert_close(mha(x), expected, atol=1e-5, rtol=1e-5)
+
+    class WrongHeadSplit(nb01.MultiHeadAttention):  # each head takes every 4th feature, not a contiguous slice
+        def forward(self, x):
+            q, k, v = (rearrange(W(x), "b t (d h) -> b h t d", h=self.num_heads)
+                       for W in (self.W_query, self.W_key, self.W_value))
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.out_proj(rearrange(out, "b h t d -> b t (d h)"))
+
+    wrong = WrongHeadSplit(d_in=32, d_out=32, context_length=16, dropout=0.0, num_heads=4, qkv_bias=True).eval()
+    wrong.load_state_dict(mha.state_dict())
+    assert (wrong(x) - expected).abs().max() > 1e-2
+
+
+def test_layernorm_with_a_random_scale_and_shift_equals_nn_layernorm_and_not_with_the_unbiased_variance(nb01):
+    torch.manual_seed(1)
+    x = 3 * torch.randn(2, 5, 64) + 1
+    ours, ref = nb01.LayerNorm(64), torch.nn.LayerNorm(64)
+    with torch.no_grad():
+        ours.scale.normal_(), ours.shift.normal_()
+        ref.weight.copy_(ours.scale), ref.bias.copy_(ours.shift)
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+    unbiased = ours.scale * (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + ours.eps) + ours.shift
+    assert (unbiased - ref(x)).abs().max() > 1e-3  # the check tells the two variances apart
+
+
+def test_top_k_at_temperature_2_draws_the_k_best_as_often_as_the_renormalised_softmax(nb01, tiny_gpt):
+    idx = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        top = torch.topk(tiny_gpt(idx)[0, -1] * 20, 3)  # (scaled: the tiny model's logits are nearly flat)
+    expected = torch.softmax(top.values / 2.0, dim=-1)
+    scaled = copy.deepcopy(tiny_gpt)
+    with torch.no_grad():
+        scaled.out_head.weight.mul_(20)
+    torch.manual_seed(0)
+    draws = nb01.generate(scaled, idx.repeat(10_000, 1), 1, 32, temperature=2.0, top_k=3)[:, -1]
+    frequency = torch.stack([(draws == i).float().mean() for i in top.indices])
+    assert frequency.sum() == 1 and (frequency - expected).abs().max() < 0.03, (frequency, expected)
+    at_temperature_1 = torch.softmax(top.values, dim=-1)  # what a generate that ignored the temperature would draw
+    assert (at_temperature_1 - expected).abs().max() > 0.05
+
+
+def test_with_stride_equal_to_the_length_each_window_starts_where_the_last_ones_targets_end(nb01):
+    text = " ".join(f"w{i}" for i in range(200))
+    inputs, targets = next(iter(nb01.create_dataloader_v1(text, batch_size=2, max_length=6, stride=6, shuffle=False)))
+    assert inputs[1, 0] == targets[0, -1]
+    inputs, targets = next(iter(nb01.create_dataloader_v1(text, batch_size=2, max_length=6, stride=5, shuffle=False)))
+    assert inputs[1, 0] != targets[0, -1] and inputs[1, 0] == inputs[0, -1]  # overlapping windows
 
 
 def test_attention_is_causal(nb01):
