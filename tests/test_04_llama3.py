@@ -395,10 +395,10 @@ def test_gguf_tokenizer_with_llama_bpe_equals_metas(nb04, tokenizers, tmp_path):
 def test_gated_llama32_without_smollm2_gives_the_stand_in_and_both_reasons(gated_hub, tmp_path):
     """Online, Meta's repository gated and SmolLM2's neither in the cache nor downloadable (the fake Hub answers
     500): fetch_llama3 writes the stand-in and its one line says why for both repositories."""
-    import os
     import subprocess
     import sys
 
+    import replicas
     from nbsupport.notebooks import REPO_ROOT
 
     endpoint, seen = gated_hub
@@ -406,10 +406,7 @@ def test_gated_llama32_without_smollm2_gives_the_stand_in_and_both_reasons(gated
             "def build(folder):\n    (folder / 'config.json').write_text('{}')\n"
             "folder = fetch_llama3('meta-llama/Llama-3.2-1B', ['config.json'], build)\n"
             "print('RESULT', sorted(p.name for p in folder.iterdir()))\n")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "20", "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("HF_HUB_OFFLINE", None)
+    env = {**replicas.online_env(tmp_path / "hf-home", endpoint), "PYTHONPATH": str(REPO_ROOT)}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     line, result = run.stdout.splitlines()

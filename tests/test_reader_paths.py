@@ -40,11 +40,8 @@ def run_notebook(name, hf_home, insert_after=None, code=None, stop_after=None, a
         nb.cells = nb.cells[:index(stop_after) + 1] + [nb.cells[index(text)] for text in also]
     if code is not None:
         nb.cells.insert(index(insert_after) + 1, nbformat.v4.new_code_cell(code))
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    if endpoint is not None:
-        env.pop("HF_HUB_OFFLINE")
-        env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost", "HF_HUB_ETAG_TIMEOUT": "20", "HF_HUB_DOWNLOAD_TIMEOUT": "20"}
+    env = ({**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"} if endpoint is None
+           else replicas.online_env(hf_home, endpoint))
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute(env=env)
     return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
 
